@@ -1,0 +1,1 @@
+"""Benchmarks (run directly, not under pytest)."""

@@ -1,0 +1,111 @@
+"""The admin HTTP API (``/admin/v1``): partners and the audit of sharing decisions.
+
+Every route needs the operator's bearer token (``HUB_ADMIN_TOKEN``). Errors are JSON
+``{"detail": ...}`` with a precise message; nothing here echoes PHI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from hub.auth import SqlAuthenticator
+from hub.control import audit, partners
+from hub.errors import InvalidInput
+
+PartnerCreated = Callable[[partners.Partner], Awaitable[None]]
+_bearer = HTTPBearer(auto_error=False)
+
+
+class PartnerIn(BaseModel):
+    """A partner to register."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="Lowercase letters, digits and '-'; names the Kafka topic partner.<id>.")
+    kind: Literal["hospital", "cbo"]
+    name: str
+    organization: str = Field(
+        description="How referrals name this partner: 'Organization/123' or an identifier 'system|value'."
+    )
+
+
+def build_admin_router(
+    *,
+    sessions: async_sessionmaker[AsyncSession],
+    authenticator: SqlAuthenticator,
+    on_partner_created: PartnerCreated,
+) -> APIRouter:
+    """The ``/admin/v1`` router; mount it at the application root."""
+    async def require_operator(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        if credentials is None or not authenticator.is_admin(credentials.credentials):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                detail="the admin API needs the operator's bearer token (HUB_ADMIN_TOKEN)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_operator)])
+
+    @router.post("/partners", status_code=status.HTTP_201_CREATED)
+    async def create_partner(partner_in: PartnerIn) -> dict[str, Any]:
+        """Register a partner; the answer carries its bearer token, shown this once."""
+        try:
+            async with sessions() as session:
+                partner, token = await partners.create_partner(
+                    session, id=partner_in.id, kind=partner_in.kind, name=partner_in.name,
+                    organization=partner_in.organization,
+                )
+        except partners.PartnerExists as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+        except InvalidInput as exc:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, detail=f"{exc.expression}: {exc}"
+            ) from exc
+        await on_partner_created(partner)
+        return {**partner.to_public(), "token": token}
+
+    @router.get("/partners")
+    async def list_partners(kind: Literal["hospital", "cbo"] | None = None) -> list[dict[str, Any]]:
+        """Every registered partner (never their tokens)."""
+        async with sessions() as session:
+            return [p.to_public() for p in await partners.list_partners(session, kind=kind)]
+
+    @router.get("/partners/{partner_id}")
+    async def get_partner(partner_id: str) -> dict[str, Any]:
+        """One partner (never its token)."""
+        async with sessions() as session:
+            partner = await partners.get_partner(session, partner_id)
+        if partner is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no partner with id {partner_id!r}")
+        return partner.to_public()
+
+    @router.get("/audit")
+    async def list_audit(
+        patient: Annotated[str | None, Query(description="hub patient id")] = None,
+        event: Annotated[str | None, Query(description="event id (ce_id)")] = None,
+        recipient: Annotated[str | None, Query(description="partner id")] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    ) -> list[dict[str, Any]]:
+        """Sharing decisions, permit and deny, oldest first."""
+        async with sessions() as session:
+            records = await audit.list_decisions(
+                session, hub_patient_id=patient, event_id=event, recipient_id=recipient, limit=limit
+            )
+        return [
+            {
+                "event_id": r.event_id, "hub_patient_id": r.hub_patient_id, "recipient": r.recipient_id,
+                "verdict": r.verdict, "rule": r.rule, "reason": r.reason, "purpose": r.purpose,
+                "resource_type": r.resource_type, "decided_at": r.decided_at.isoformat(),
+            }
+            for r in records
+        ]
+
+    return router

