@@ -150,9 +150,9 @@ async def _start_http(app: FastAPI, settings: Settings, stack: contextlib.AsyncE
 async def _start_broker(settings: Settings, stack: contextlib.AsyncExitStack) -> EmbeddedBroker | None:
     """Start the embedded broker, or check that the configured one answers."""
     if not settings.embedded:
-        await wait_for_metadata(settings.bootstrap, timeout_s=30)
+        await wait_for_metadata(settings.bootstrap, timeout_s=settings.broker_wait_s)
         return None
-    embedded = EmbeddedBroker(port=settings.embedded_kafka_port)
+    embedded = EmbeddedBroker(port=settings.embedded_kafka_port, start_timeout_s=settings.broker_wait_s)
     await embedded.start()
     stack.push_async_callback(embedded.stop)
     return embedded

@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -43,10 +45,10 @@ def _run(main: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(_main_wrapper(main))
     except (ConfigurationError, InvalidInput) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except HubError as exc:
-        err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
@@ -79,7 +81,8 @@ def run() -> None:
             console.print(f"  FHIR API   {hub.http_url}/fhir/metadata")
             console.print(f"  API docs   {hub.http_url}/docs")
             if settings.admin_token is None:
-                console.print(f"  admin token (generated; set HUB_ADMIN_TOKEN to fix it): {hub.admin_token}")
+                console.print(f"  admin token (generated; set HUB_ADMIN_TOKEN to fix it): {hub.admin_token}",
+                              soft_wrap=True)
             console.print("Press Ctrl-C to stop.")
             await _until_stopped()
         console.print("CareHub stopped.")
@@ -111,6 +114,21 @@ def demo(
 
     settings = _settings()
     _run(lambda: run_demo(settings, console=console, keep_running=keep_running, until=_until_stopped))
+
+
+@app.command()
+def asyncapi(
+    write: Annotated[Path | None, typer.Option(help="Write the document to this file instead of printing it.")] = None,
+) -> None:
+    """Print (or write) the AsyncAPI document of the hub's topics."""
+    from hub.topics.asyncapi import asyncapi_json  # noqa: PLC0415
+
+    text = asyncapi_json()
+    if write is None:
+        sys.stdout.write(text)
+    else:
+        write.write_text(text, encoding="utf-8")
+        console.print(f"wrote {write}")
 
 
 @db_app.command("upgrade")

@@ -34,7 +34,11 @@ ORGANIZATION_MAX: Final = 512
 
 # A Kafka topic name is [a-zA-Z0-9._-]{1,249}; ``partner.<id>`` stays well inside it.
 _PARTNER_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-_ORGANIZATION_REFERENCE = re.compile(r"Organization/[A-Za-z0-9\-.]{1,64}")
+#: Resources a referral's performer (or requester) may name a partner by: relative, or absolute on a FHIR server.
+PERFORMER_TYPES: Final = ("Organization", "HealthcareService", "PractitionerRole", "Practitioner", "CareTeam")
+_ORGANIZATION_REFERENCE = re.compile(
+    r"(?:https?://[^\s|/]+(?:/[^\s|/]+)*/)?(?:" + "|".join(PERFORMER_TYPES) + r")/[A-Za-z0-9\-.]{1,64}"
+)
 _IDENTIFIER = re.compile(r"[^\s|]+\|[^\s|](?:[^|]*[^\s|])?")
 
 _COLUMNS = (
@@ -121,8 +125,9 @@ def validate_partner_fields(id: str, kind: str, name: str, organization: str) ->
         )
     if _ORGANIZATION_REFERENCE.fullmatch(organization) is None and _IDENTIFIER.fullmatch(organization) is None:
         raise InvalidInput(
-            "organization must be a FHIR reference 'Organization/<id>' "
-            "(id: 1-64 letters, digits, '-' or '.') or an identifier 'system|value' "
+            "organization must be a FHIR reference 'Organization/<id>' (or HealthcareService, PractitionerRole, "
+            "Practitioner, CareTeam; relative or absolute; id: 1-64 letters, digits, '-' or '.') "
+            "or an identifier 'system|value' "
             "(system without spaces, neither part empty nor containing '|')",
             expression="organization",
         )

@@ -42,7 +42,10 @@ def build_pipeline_router(
 ) -> KafkaRouter:
     """A KafkaRouter with both stages; include it into the broker."""
     router = KafkaRouter()
+    # Subscribers read raw records (a poison record must reach the handler to be dead-lettered), so
+    # FastStream cannot infer their payload; the contract is documented on the publishers below.
     subscriber_options = {
+        "include_in_schema": False,
         "ack_policy": AckPolicy.NACK_ON_ERROR,
         "auto_offset_reset": "earliest",
         "fetch_max_wait_ms": fetch_max_wait_ms,

@@ -198,3 +198,20 @@ def test_validate_partner_fields_accepts_valid_fields(fields: dict[str, str]) ->
 def test_an_invalid_id_message_explains_the_rule() -> None:
     with pytest.raises(InvalidInput, match=r"lowercase letters, digits and '-'.*partner\.<id>"):
         validate_partner_fields(**{**VALID, "id": "Bad_Id"})
+
+
+@pytest.mark.parametrize(
+    "organization",
+    [
+        "Organization/st-mary",
+        "HealthcareService/food-pantry-1",
+        "PractitionerRole/chw.7",
+        "Practitioner/example",
+        "CareTeam/ct1",
+        "https://fhir.example.org/r4/Practitioner/76597",
+        "http://hl7.org/fhir/sid/us-npi|1234567893",
+    ],
+)
+def test_a_partner_may_be_named_by_any_performer_reference_or_an_identifier(organization: str) -> None:
+    """Referrals name performers as Organization, HealthcareService, PractitionerRole, Practitioner or CareTeam."""
+    validate_partner_fields("p-1", "cbo", "Name", organization)  # raises InvalidInput when refused
