@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 
 import structlog
 import uvicorn
-from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -101,18 +100,6 @@ def build_http_app(
     return app
 
 
-async def _prepare_database(url: str) -> None:
-    if url.startswith("sqlite"):
-        await db.upgrade(url)
-        return
-    head = ScriptDirectory.from_config(db.alembic_config(url)).get_current_head()
-    current = await db.current_revision(url)
-    if current != head:
-        raise ConfigurationError(
-            f"the database is at revision {current or 'none'}, the hub needs {head}: run `carehub db upgrade`"
-        )
-
-
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handlers: the CLI owns Ctrl-C and stops every part in order."""
 
@@ -172,7 +159,7 @@ async def running_hub(
         embedded = await _start_broker(settings, stack)
         bootstrap = embedded.bootstrap if embedded else settings.bootstrap
 
-        await _prepare_database(settings.database_url)
+        await db.prepare(settings.database_url)
         engine = db.make_engine(settings.database_url)
         stack.push_async_callback(engine.dispose)
         sessions = db.make_sessionmaker(engine)

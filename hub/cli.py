@@ -169,7 +169,7 @@ def partners_add(
     settings = _settings()
 
     async def main() -> str:
-        await _ready_database(settings)
+        await db.prepare(settings.database_url)
         engine = db.make_engine(settings.database_url)
         try:
             async with db.make_sessionmaker(engine)() as session:
@@ -195,7 +195,7 @@ def partners_list() -> None:
     settings = _settings()
 
     async def main() -> list[partners.Partner]:
-        await _ready_database(settings)
+        await db.prepare(settings.database_url)
         engine = db.make_engine(settings.database_url)
         try:
             async with db.make_sessionmaker(engine)() as session:
@@ -221,7 +221,7 @@ def audit_list(
     settings = _settings()
 
     async def main() -> list[audit.DecisionRecord]:
-        await _ready_database(settings)
+        await db.prepare(settings.database_url)
         engine = db.make_engine(settings.database_url)
         try:
             async with db.make_sessionmaker(engine)() as session:
@@ -234,14 +234,6 @@ def audit_list(
         table.add_row(r.decided_at.isoformat(timespec="seconds"), r.event_id[:8], r.recipient_id,
                       r.verdict, r.rule, r.reason)
     console.print(table)
-
-
-async def _ready_database(settings: Settings) -> None:
-    """SQLite (the embedded default) is migrated on use; PostgreSQL must have been upgraded."""
-    from hub.control import db  # noqa: PLC0415
-
-    if settings.database_url.startswith("sqlite"):
-        await db.upgrade(settings.database_url)
 
 
 def main() -> None:

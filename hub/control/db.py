@@ -20,6 +20,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -179,3 +180,25 @@ async def current_revision(url: str) -> str | None:
         raise translated from exc
     finally:
         await engine.dispose()
+
+
+def head_revision() -> str | None:
+    """The newest revision the code knows."""
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+async def prepare(url: str) -> None:
+    """Make the database usable at start-up.
+
+    SQLite (the embedded default) is migrated on the spot. PostgreSQL is migrated by the operator
+    (``carehub db upgrade``); here it must already be at the newest revision, otherwise a
+    ``ConfigurationError`` says what to run.
+    """
+    if backend_name(url) == "sqlite":
+        await upgrade(url)
+        return
+    current, head = await current_revision(url), head_revision()
+    if current != head:
+        raise ConfigurationError(
+            f"the database is at revision {current or 'none'}, the hub needs {head}: run `carehub db upgrade`"
+        )

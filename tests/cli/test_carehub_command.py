@@ -108,3 +108,23 @@ def test_run_serves_then_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     assert "CareHub stopped." in out
     with socket.socket() as probe:
         assert 0 != probe.connect_ex(("127.0.0.1", kafka_port)), "the embedded broker outlived the hub"
+
+
+def test_operators_register_and_list_partners_from_the_command_line(tmp_path: Path) -> None:
+    env = {"HUB_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'ops.db'}"}
+    added = run_cli(["partners", "add", "--id", "foodbank", "--kind", "cbo", "--name", "Food Bank",
+                     "--organization", "Organization/foodbank"], env, tmp_path)
+    assert 0 == added.returncode, added.stderr
+    token = added.stdout.strip().splitlines()[-1]
+    assert token.startswith("chp_")
+    listed = run_cli(["partners", "list"], env, tmp_path)
+    assert "foodbank" in listed.stdout
+    assert token not in listed.stdout
+    again = run_cli(["partners", "add", "--id", "foodbank", "--kind", "cbo", "--name", "Food Bank",
+                     "--organization", "Organization/other"], env, tmp_path)
+    assert_one_line_error(again, "id")
+    bad = run_cli(["partners", "add", "--id", "Bad Id", "--kind", "cbo", "--name", "x",
+                   "--organization", "Organization/x"], env, tmp_path)
+    assert_one_line_error(bad, "id must be")
+    current = run_cli(["db", "current"], env, tmp_path)
+    assert "0001" in current.stdout

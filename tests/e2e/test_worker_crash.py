@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from hub.broker.embedded import EmbeddedBroker
 from hub.control import db, partners
 from hub.events import CloudEvent, HubEvent, RoutingFacts
 from hub.topics.registry import EVENTS, INGRESS
+from tests.conftest import free_port
 from tests.e2e.conftest import read_topic
 
 pytestmark = pytest.mark.broker
@@ -24,13 +26,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def _start_worker(env: dict[str, str], prefix: str, marker: Path) -> subprocess.Popen[bytes]:
+    log = (marker.parent / "worker.log").open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", "tests.e2e.crashing_worker", prefix, str(marker)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=log,
     )
 
 
-async def _wait_line(process: subprocess.Popen[bytes], text: bytes, timeout_s: float = 60) -> None:
+async def _wait_line(process: subprocess.Popen[bytes], text: bytes, log: Path, timeout_s: float = 60) -> None:
     assert process.stdout is not None
     stdout = process.stdout
 
@@ -38,11 +41,19 @@ async def _wait_line(process: subprocess.Popen[bytes], text: bytes, timeout_s: f
         while True:
             line = await asyncio.to_thread(stdout.readline)
             if not line:
-                raise AssertionError(f"worker exited before printing {text!r}")
+                raise AssertionError(f"worker exited before printing {text!r}; its stderr: {log.read_text()[-3000:]}")
             if text in line:
                 return
 
     await asyncio.wait_for(scan(), timeout_s)
+
+
+@pytest.fixture
+async def tansu() -> AsyncIterator[EmbeddedBroker]:
+    """A broker of this test's own: a new consumer group reads hub.ingress from the start, and
+    records of other tests there must not trip the crash point before the worker is ready."""
+    async with EmbeddedBroker(port=free_port()) as broker:
+        yield broker
 
 
 @pytest.mark.parametrize("crash_before", [EVENTS.name, "partner."])
@@ -64,7 +75,7 @@ async def test_a_worker_killed_between_consume_and_produce_loses_nothing(
            "HUB_WORKER_GROUP": f"crash-{tag}", "HUB_CONSUMER_SESSION_TIMEOUT_MS": "2000"}
     marker = tmp_path / "crashed"
     worker = await _start_worker(env, crash_before, marker)
-    await _wait_line(worker, b"worker-ready")
+    await _wait_line(worker, b"worker-ready", tmp_path / "worker.log")
 
     event = HubEvent(facts=RoutingFacts(resource_type="ServiceRequest", sender=f"hosp-{tag}",
                                         patient_source=f"urn:mrn|{tag}", performers=(f"Organization/cbo-{tag}",)),
@@ -83,7 +94,7 @@ async def test_a_worker_killed_between_consume_and_produce_loses_nothing(
 
     restarted = await _start_worker(env, crash_before, marker)
     try:
-        await _wait_line(restarted, b"worker-ready")
+        await _wait_line(restarted, b"worker-ready", tmp_path / "worker.log")
         delivered = await read_topic(tansu.bootstrap, f"partner.cbo-{tag}", expect=1, timeout_s=60)
     finally:
         restarted.terminate()
