@@ -44,6 +44,12 @@ class RoutingFacts(BaseModel):
     security_labels: tuple[str, ...] = Field(default=(), description="'system|code' of meta.security.")
     status: str | None = None
     intent: str | None = None
+    event_kind: str | None = Field(
+        default=None,
+        description="What happened: referral, task-update, admit, discharge, transfer, encounter-update, ...",
+    )
+    focus: tuple[str, ...] = Field(default=(), description="References the resource is about (Task.focus).")
+    encounter_class: str | None = Field(default=None, description="'system|code' of Encounter.class.")
 
 
 class HubEvent(BaseModel):
@@ -52,7 +58,12 @@ class HubEvent(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     facts: RoutingFacts
-    body: str = Field(description="The original FHIR R4 JSON text, byte for byte as received.")
+    body: str = Field(description="The FHIR R4 JSON text: byte for byte as received, or mapped at the edge.")
+    original: str | None = Field(
+        default=None,
+        description="The input as received when ``body`` was mapped from another format (e.g. HL7 v2 text).",
+    )
+    original_media_type: str | None = Field(default=None, description="Media type of ``original``.")
 
 
 class CloudEvent(BaseModel):
