@@ -9,9 +9,9 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ from rich.table import Table
 from hub import logs
 from hub.errors import ConfigurationError, HubError, InvalidInput
 from hub.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 app = typer.Typer(help="CareHub: an event-driven health-information-exchange hub.", no_args_is_help=True)
 db_app = typer.Typer(help="The control-plane database.", no_args_is_help=True)
@@ -164,22 +167,18 @@ def partners_add(
     ],
 ) -> None:
     """Register a partner and print its bearer token (shown once)."""
-    from hub.control import db, partners  # noqa: PLC0415
+    from hub.control import partners  # noqa: PLC0415
 
     settings = _settings()
 
     async def main() -> str:
-        await db.prepare(settings.database_url)
-        engine = db.make_engine(settings.database_url)
         try:
-            async with db.make_sessionmaker(engine)() as session:
+            async with _control_session(settings) as session:
                 _partner, token = await partners.create_partner(
                     session, id=partner_id, kind=kind, name=name, organization=organization
                 )
         except partners.PartnerExists as exc:
             raise ConfigurationError(str(exc)) from exc
-        finally:
-            await engine.dispose()
         return token
 
     token = _run(main)
@@ -190,18 +189,13 @@ def partners_add(
 @partners_app.command("list")
 def partners_list() -> None:
     """List registered partners."""
-    from hub.control import db, partners  # noqa: PLC0415
+    from hub.control import partners  # noqa: PLC0415
 
     settings = _settings()
 
     async def main() -> list[partners.Partner]:
-        await db.prepare(settings.database_url)
-        engine = db.make_engine(settings.database_url)
-        try:
-            async with db.make_sessionmaker(engine)() as session:
-                return await partners.list_partners(session)
-        finally:
-            await engine.dispose()
+        async with _control_session(settings) as session:
+            return await partners.list_partners(session)
 
     table = Table("id", "kind", "name", "organization", "active")
     for p in _run(main):
@@ -216,24 +210,33 @@ def audit_list(
     limit: int = 100,
 ) -> None:
     """Show sharing decisions, permit and deny."""
-    from hub.control import audit, db  # noqa: PLC0415
+    from hub.control import audit  # noqa: PLC0415
 
     settings = _settings()
 
     async def main() -> list[audit.DecisionRecord]:
-        await db.prepare(settings.database_url)
-        engine = db.make_engine(settings.database_url)
-        try:
-            async with db.make_sessionmaker(engine)() as session:
-                return await audit.list_decisions(session, hub_patient_id=patient, event_id=event, limit=limit)
-        finally:
-            await engine.dispose()
+        async with _control_session(settings) as session:
+            return await audit.list_decisions(session, hub_patient_id=patient, event_id=event, limit=limit)
 
     table = Table("decided at", "event", "recipient", "verdict", "rule", "reason")
     for r in _run(main):
         table.add_row(r.decided_at.isoformat(timespec="seconds"), r.event_id[:8], r.recipient_id,
                       r.verdict, r.rule, r.reason)
     console.print(table)
+
+
+@contextlib.asynccontextmanager
+async def _control_session(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """A session on the control plane, for one operator command (migrated first on SQLite)."""
+    from hub.control import db  # noqa: PLC0415
+
+    await db.prepare(settings.database_url)
+    engine = db.make_engine(settings.database_url)
+    try:
+        async with db.make_sessionmaker(engine)() as session:
+            yield session
+    finally:
+        await engine.dispose()
 
 
 def main() -> None:
