@@ -12,12 +12,12 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Final, Literal, cast
 
-from sqlalchemy import Row, select
+from sqlalchemy import Row, Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.control.models import ConsentDecisionRow
 from hub.control.store_errors import guarded
-from hub.control.upsert import insert_ignoring_conflicts
+from hub.control.upsert import insert_ignoring_conflicts_template
 from hub.control.validation import require_text
 from hub.errors import InvalidInput
 
@@ -26,6 +26,7 @@ VERDICTS: Final = ("permit", "deny")
 MAX_LIST_LIMIT: Final = 10_000
 # Rows per INSERT statement: 9 parameters each stays far below SQLite's bound-parameter limit.
 _BATCH: Final = 500
+_TABLE: Final = cast("Table", ConsentDecisionRow.__table__)
 _TEXT_LIMITS: Final = {
     "event_id": 255,
     "hub_patient_id": 64,
@@ -78,10 +79,9 @@ async def record_decisions(session: AsyncSession, records: Sequence[DecisionReco
     rows = [asdict(record) for record in records]
     async with guarded(session, "record_decisions"):
         dialect = session.get_bind().dialect.name
+        statement = insert_ignoring_conflicts_template(dialect, _TABLE, _UNIQUE_KEY)
         for start in range(0, len(rows), _BATCH):
-            batch = rows[start : start + _BATCH]
-            statement = insert_ignoring_conflicts(dialect, ConsentDecisionRow, batch, _UNIQUE_KEY)
-            await session.execute(statement)
+            await session.execute(statement, rows[start : start + _BATCH])
         await session.commit()
 
 

@@ -32,3 +32,15 @@ def insert_ignoring_conflicts(
     if dialect_name == "sqlite":
         return sqlite.insert(table).values(list(rows)).on_conflict_do_nothing(index_elements=conflict_columns)
     raise ConfigurationError(f"unsupported control-plane database {dialect_name!r}")
+
+
+def insert_ignoring_conflicts_template(dialect_name: str, table: Table, conflict_columns: Sequence[str]) -> Insert:
+    """The same statement without values: execute it with a list of rows (executemany).
+
+    Unlike a statement with inline values it has a stable cache key, so SQLAlchemy compiles it once.
+    """
+    if dialect_name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
+    if dialect_name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
+    raise ConfigurationError(f"unsupported control-plane database {dialect_name!r}")

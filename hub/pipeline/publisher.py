@@ -33,9 +33,8 @@ class KafkaRecordPublisher:
 
     async def publish(self, topic: str, *, key: bytes, value: bytes, headers: dict[str, str]) -> None:
         try:
-            await asyncio.wait_for(
-                self._broker.publish(value, topic, key=key, headers=headers), timeout=self._timeout_s
-            )
+            async with asyncio.timeout(self._timeout_s):  # no extra task per publish, unlike wait_for
+                await self._broker.publish(value, topic, key=key, headers=headers)
         except (KafkaError, TimeoutError, OSError) as exc:
             raise BrokerUnavailable(
                 f"the broker did not acknowledge a write to {topic}: {type(exc).__name__}"

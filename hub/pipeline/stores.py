@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -13,14 +14,27 @@ from hub.control.audit import DecisionRecord
 
 
 class SqlPatientIndex:
-    """PatientIndex on the ``patient_identities`` table."""
+    """PatientIndex on the ``patient_identities`` table, with a bounded in-process cache.
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    A source identifier's hub patient id never changes once assigned, so a cache hit is always right.
+    """
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, cache_size: int = 100_000) -> None:
         self._sessions = sessions
+        self._cache: OrderedDict[str, str] = OrderedDict()
+        self._cache_size = cache_size
 
     async def resolve(self, source: str) -> str:
+        hub_patient_id = self._cache.get(source)
+        if hub_patient_id is not None:
+            self._cache.move_to_end(source)
+            return hub_patient_id
         async with self._sessions() as session:
-            return await crosswalk.resolve_patient(session, source)
+            hub_patient_id = await crosswalk.resolve_patient(session, source)
+        self._cache[source] = hub_patient_id
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return hub_patient_id
 
 
 class SqlPartnerDirectory:
