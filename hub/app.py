@@ -32,7 +32,7 @@ from hub.broker.topics import ensure_topics
 from hub.consent.interim import decide
 from hub.control import db, partners
 from hub.errors import ConfigurationError
-from hub.pipeline.publisher import KafkaRecordPublisher
+from hub.pipeline.publisher import AioKafkaRecordPublisher
 from hub.pipeline.stores import SqlAuditLog, SqlPartnerDirectory, SqlPatientIndex, SqlSequencer
 from hub.pipeline.workers import PipelineDeps, build_pipeline_router
 from hub.settings import Settings
@@ -75,7 +75,7 @@ def build_http_app(
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
     authenticator: SqlAuthenticator,
-    publisher: KafkaRecordPublisher,
+    publisher: AioKafkaRecordPublisher,
     on_partner_created: PartnerCreated,
 ) -> FastAPI:
     """The HTTP application: FHIR R4 API under /fhir, admin API under /admin/v1."""
@@ -172,7 +172,9 @@ async def running_hub(
             await ensure_topics(bootstrap, [partner_topic(partner_id)])
 
         broker = build_kafka_broker(bootstrap)
-        publisher = KafkaRecordPublisher(broker)
+        publisher = AioKafkaRecordPublisher(bootstrap)
+        await publisher.start()
+        stack.push_async_callback(publisher.stop)
         directory = SqlPartnerDirectory(sessions, on_new_partner=new_partner_topic)
         if workers:
             deps = PipelineDeps(
@@ -182,7 +184,7 @@ async def running_hub(
             broker.include_router(
                 build_pipeline_router(
                     deps, group_id=settings.worker_group, fetch_max_wait_ms=settings.fetch_max_wait_ms,
-                    session_timeout_ms=settings.session_timeout_ms,
+                    session_timeout_ms=settings.session_timeout_ms, max_batch=settings.max_batch,
                 )
             )
         await broker.start()

@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     # refuses timeouts under its group.min.session.timeout.ms (6 s by default). Unset: 2 s on the
     # embedded broker, 10 s otherwise.
     consumer_session_timeout_ms: int | None = Field(default=None, ge=1000)
+    max_batch: int = Field(default=200, ge=1, le=10_000, description="Records per pipeline batch.")
     broker_wait_s: float = Field(default=30.0, gt=0, description="How long to wait for the broker to answer.")
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     worker_group: str = "carehub-pipeline"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from hub.consent.decision import Recipient
 from hub.control.audit import DecisionRecord
 from hub.errors import BrokerUnavailable, StoreUnavailable
+from hub.pipeline.publisher import Outgoing
 from hub.ports import Principal
 
 
@@ -50,12 +51,12 @@ class FakePatientIndex:
 
 @dataclass
 class FakeDirectory:
-    """A fixed list of recipients; returns every CBO plus partners named."""
+    """A fixed list of active partners."""
 
-    partners: list[Recipient] = field(default_factory=list)
+    active: list[Recipient] = field(default_factory=list)
 
-    async def recipients(self, *, named: Sequence[str]) -> list[Recipient]:
-        return [p for p in self.partners if p.kind == "cbo" or p.organization in named]
+    async def partners(self, *, named: Collection[str]) -> list[Recipient]:
+        return list(self.active)
 
 
 @dataclass
@@ -75,11 +76,12 @@ class FakeSequencer:
 
     numbers: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    async def assign(self, partner_id: str, event_id: str) -> int:
-        key = (partner_id, event_id)
-        if key not in self.numbers:
-            self.numbers[key] = 1 + sum(1 for p, _ in self.numbers if p == partner_id)
-        return self.numbers[key]
+    async def assign_many(self, partner_id: str, event_ids: Sequence[str]) -> dict[str, int]:
+        for event_id in event_ids:
+            key = (partner_id, event_id)
+            if key not in self.numbers:
+                self.numbers[key] = 1 + sum(1 for p, _ in self.numbers if p == partner_id)
+        return {event_id: self.numbers[(partner_id, event_id)] for event_id in event_ids}
 
 
 @dataclass
@@ -94,6 +96,12 @@ class FakePublisher:
             self.fail_times -= 1
             raise BrokerUnavailable("broker did not acknowledge")
         self.published.append((topic, key, value, headers))
+
+    async def publish_many(self, records: Sequence[Outgoing]) -> None:
+        if self.fail_times > 0:
+            self.fail_times -= 1
+            raise BrokerUnavailable("broker did not acknowledge")
+        self.published.extend((r.topic, r.key, r.value, r.headers) for r in records)
 
     def to(self, topic: str) -> list[tuple[str, bytes, bytes, dict[str, str]]]:
         return [p for p in self.published if p[0] == topic]

@@ -13,6 +13,7 @@ increment back, so no number is skipped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
 from sqlalchemy import insert, select, update
@@ -96,3 +97,57 @@ async def assign_sequence(session: AsyncSession, partner_id: str, event_id: str)
                 raise
             await session.commit()
             return existing
+
+
+async def assign_sequences(session: AsyncSession, partner_id: str, event_ids: Sequence[str]) -> dict[str, int]:
+    """The partner's event numbers for a batch of events, in the order given; one transaction. Commits.
+
+    Same guarantees as :func:`assign_sequence`: idempotent per (partner, event), contiguous per partner,
+    serialised per partner by the counter row. Events already numbered keep their number; the new ones
+    take the next numbers in order. Raises ``PartnerNotFound`` for an unknown partner.
+    """
+    require_text("partner_id", partner_id, PARTNER_ID_MAX)
+    wanted = list(dict.fromkeys(event_ids))
+    for event_id in wanted:
+        require_text("event_id", event_id, EVENT_ID_MAX)
+    if not wanted:
+        return {}
+    async with guarded(session, "assign_sequences"):
+        # Take the partner's lock first (a no-op increment), then look at what is already numbered.
+        if await _bump(session, partner_id, 0) is None:
+            await _ensure_counter(session, partner_id)
+            if await _bump(session, partner_id, 0) is None:
+                raise PartnerNotFound
+        rows = await session.execute(
+            select(PartnerEventNumberRow.event_id, PartnerEventNumberRow.number).where(
+                PartnerEventNumberRow.partner_id == partner_id, PartnerEventNumberRow.event_id.in_(wanted)
+            )
+        )
+        numbers: dict[str, int] = {row[0]: row[1] for row in rows}
+        new = [event_id for event_id in wanted if event_id not in numbers]
+        if new:
+            last = await _bump(session, partner_id, len(new))
+            assert last is not None  # the counter row exists: it was locked above
+            now = utc_now()
+            assigned = {event_id: last - len(new) + 1 + i for i, event_id in enumerate(new)}
+            await session.execute(
+                insert(PartnerEventNumberRow),
+                [
+                    {"partner_id": partner_id, "event_id": e, "number": n, "assigned_at": now}
+                    for e, n in assigned.items()
+                ],
+            )
+            numbers.update(assigned)
+        await session.commit()
+        return {event_id: numbers[event_id] for event_id in wanted}
+
+
+async def _bump(session: AsyncSession, partner_id: str, by: int) -> int | None:
+    statement = (
+        update(PartnerSequenceRow)
+        .where(PartnerSequenceRow.partner_id == partner_id)
+        .values(last_number=PartnerSequenceRow.last_number + by)
+        .returning(PartnerSequenceRow.last_number)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()

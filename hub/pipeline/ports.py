@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from hub.consent.decision import Recipient
@@ -18,10 +18,11 @@ class PatientIndex(Protocol):
 
 
 class PartnerDirectory(Protocol):
-    """Who could receive an event."""
+    """The active partners, as possible recipients."""
 
-    async def recipients(self, *, named: Sequence[str]) -> list[Recipient]:
-        """Every active CBO, plus any active partner whose organization is in ``named``."""
+    async def partners(self, *, named: Collection[str]) -> list[Recipient]:
+        """Every active partner; ``named`` are organizations the caller is about to look for (a name
+        the directory does not know yet makes it refresh)."""
         ...
 
 
@@ -36,6 +37,6 @@ class AuditLog(Protocol):
 class Sequencer(Protocol):
     """Per-partner event numbers."""
 
-    async def assign(self, partner_id: str, event_id: str) -> int:
-        """The partner's number for this event; the same on every retry."""
+    async def assign_many(self, partner_id: str, event_ids: Sequence[str]) -> dict[str, int]:
+        """The partner's numbers for these events, in order; the same on every retry."""
         ...

@@ -1,14 +1,18 @@
-"""The port through which pipeline stages write records, and its Kafka implementation.
+"""The port through which the edges and the pipeline write records, and its two Kafka implementations.
 
-``publish`` returns only after the broker acknowledged the write (the producer uses acks=all);
-any failure to get that acknowledgement becomes ``BrokerUnavailable`` (retryable).
+``publish`` returns only after the broker acknowledged the write; ``publish_many`` hands every record
+to the producer in order (so one partition keeps their order) and returns only after all of them were
+acknowledged. The producer uses acks=all. Any failure to get an acknowledgement becomes
+``BrokerUnavailable`` (retryable): the caller must then assume none of the batch was written.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 
@@ -16,16 +20,83 @@ from hub.errors import BrokerUnavailable
 from hub.topics.registry import INGRESS
 
 
+class Outgoing(NamedTuple):
+    """One record to write."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: dict[str, str]
+
+
 class RecordPublisher(Protocol):
-    """Writes one record and waits for the broker's acknowledgement."""
+    """Writes records and waits for the broker's acknowledgement."""
 
     async def publish(self, topic: str, *, key: bytes, value: bytes, headers: dict[str, str]) -> None:
-        """Write and wait; raise BrokerUnavailable when not acknowledged."""
+        """Write one record and wait; raise BrokerUnavailable when not acknowledged."""
+        ...
+
+    async def publish_many(self, records: Sequence[Outgoing]) -> None:
+        """Write records in order and wait for all; raise BrokerUnavailable when any is not acknowledged."""
         ...
 
 
+class AioKafkaRecordPublisher:
+    """RecordPublisher on its own aiokafka producer (acks=all): the hub's production writer.
+
+    ``publish_many`` enqueues every record before awaiting any acknowledgement, so a batch costs about
+    one broker round trip instead of one per record.
+    """
+
+    def __init__(self, bootstrap: str, *, timeout_s: float = 15.0) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            enable_idempotence=False,  # Tansu has no idempotent producer
+            request_timeout_ms=10_000,
+            linger_ms=0,
+            client_id="carehub",
+        )
+        self._timeout_s = timeout_s
+
+    async def start(self) -> None:
+        """Connect the producer."""
+        try:
+            await self._producer.start()
+        except (KafkaError, OSError) as exc:
+            raise BrokerUnavailable(f"cannot connect the producer: {type(exc).__name__}") from exc
+
+    async def stop(self) -> None:
+        """Flush and close the producer."""
+        await self._producer.stop()
+
+    async def publish(self, topic: str, *, key: bytes, value: bytes, headers: dict[str, str]) -> None:
+        await self.publish_many([Outgoing(topic, key, value, headers)])
+
+    async def publish_many(self, records: Sequence[Outgoing]) -> None:
+        if not records:
+            return
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                futures = [
+                    await self._producer.send(
+                        r.topic, r.value, key=r.key, headers=[(k, v.encode()) for k, v in r.headers.items()]
+                    )
+                    for r in records
+                ]
+                await asyncio.gather(*futures)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            raise BrokerUnavailable(
+                f"the broker did not acknowledge {len(records)} write(s): {type(exc).__name__}"
+            ) from exc
+
+    async def write(self, *, key: bytes, value: bytes, headers: dict[str, str]) -> None:
+        """``hub.ports.IngressWriter``: write one accepted input to ``hub.ingress``."""
+        await self.publish(INGRESS.name, key=key, value=value, headers=headers)
+
+
 class KafkaRecordPublisher:
-    """RecordPublisher on a FastStream KafkaBroker (whose producer is configured with acks=all)."""
+    """RecordPublisher through a FastStream KafkaBroker: works under ``TestKafkaBroker`` (in-memory tests)."""
 
     def __init__(self, broker: KafkaBroker, *, timeout_s: float = 15.0) -> None:
         self._broker = broker
@@ -39,6 +110,10 @@ class KafkaRecordPublisher:
             raise BrokerUnavailable(
                 f"the broker did not acknowledge a write to {topic}: {type(exc).__name__}"
             ) from exc
+
+    async def publish_many(self, records: Sequence[Outgoing]) -> None:
+        for record in records:
+            await self.publish(record.topic, key=record.key, value=record.value, headers=record.headers)
 
     async def write(self, *, key: bytes, value: bytes, headers: dict[str, str]) -> None:
         """``hub.ports.IngressWriter``: write one accepted input to ``hub.ingress``."""

@@ -1,22 +1,24 @@
 """What every pipeline stage does around its work: retry what is transient, dead-letter what is not.
 
-A stage never crashes on input. A ``RetryableError`` (broker or database down) is re-raised after a
-pause so the subscriber's NACK_ON_ERROR policy seeks back and the same record is consumed again:
-nothing later is committed past it. Any other failure sends the record, original bytes and headers
-untouched, to ``hub.dlq`` with the reason in ``hub_dlq_*`` headers, and the stage moves on.
+A stage never crashes on input. Stages work on a batch of records: a record that cannot be processed
+becomes a dead-letter record (original key, value and headers untouched, the reason in ``hub_dlq_*``
+headers) written to ``hub.dlq`` with the batch's other output. A ``RetryableError`` (broker or
+database down) is re-raised after a pause so the subscriber's NACK_ON_ERROR policy seeks back and the
+whole batch is consumed again: nothing is committed past it (outputs already written may be written
+again with the same ``ce_id``: at-least-once).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
 from pydantic import ValidationError
 
 from hub.errors import HubError, RetryableError
-from hub.pipeline.publisher import RecordPublisher
+from hub.pipeline.publisher import Outgoing, RecordPublisher
 from hub.topics.registry import DLQ
 
 log = structlog.get_logger(__name__)
@@ -35,9 +37,7 @@ def describe_failure(exc: BaseException) -> str:
     return f"unexpected {type(exc).__name__} while processing the record"
 
 
-def dead_letter_headers(
-    record: Any, *, stage: str, reason: str
-) -> dict[str, str]:
+def dead_letter_headers(record: Any, *, stage: str, reason: str) -> dict[str, str]:
     """The original headers plus ``hub_dlq_*`` headers saying where the record came from and why."""
     headers: dict[str, str] = {}
     for name, raw in record.headers or ():
@@ -56,30 +56,41 @@ def dead_letter_headers(
     return headers
 
 
-async def run_stage(
+def dead_letter(record: Any, *, stage: str, exc: BaseException) -> Outgoing:
+    """The dead-letter record for ``record``, which ``stage`` could not process because of ``exc``."""
+    reason = describe_failure(exc)
+    # No traceback: exception messages may quote input values (PHI).
+    log.error("stage_dead_letter", stage=stage, topic=record.topic, partition=record.partition,
+              offset=record.offset, reason=reason)
+    return Outgoing(DLQ.name, record.key or b"", record.value or b"",
+                    dead_letter_headers(record, stage=stage, reason=reason))
+
+
+async def run_batch(
     stage: str,
-    record: Any,
-    work: Callable[[Any], Awaitable[None]],
+    records: Sequence[Any],
+    work: Callable[[Sequence[Any]], Awaitable[None]],
     publisher: RecordPublisher,
 ) -> None:
-    """Run ``work(record)``; retry transient failures, dead-letter everything else."""
+    """Run ``work(records)``; the stage never crashes and never skips a record.
+
+    A transient failure pauses, then re-raises so the batch is consumed again. Any other failure that
+    escapes ``work`` (a bug, since ``work`` dead-letters bad records itself) is isolated: each record
+    is retried on its own, and a single record that still fails is dead-lettered.
+    """
     try:
-        await work(record)
+        await work(records)
     except RetryableError as exc:
-        log.warning("stage_retry", stage=stage, topic=record.topic, partition=record.partition,
-                    offset=record.offset, error=type(exc).__name__)
+        first = records[0] if records else None
+        log.warning("stage_retry", stage=stage, count=len(records), error=type(exc).__name__,
+                    topic=getattr(first, "topic", None), offset=getattr(first, "offset", None))
         await asyncio.sleep(RETRY_PAUSE_S)
         raise
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a worker never crashes on input: every failure is dead-lettered
-        reason = describe_failure(exc)
-        # No traceback: exception messages may quote input values (PHI).
-        log.error("stage_dead_letter", stage=stage,  # noqa: TRY400 topic=record.topic, partition=record.partition,
-                  offset=record.offset, reason=reason)
-        await publisher.publish(
-            DLQ.name,
-            key=record.key or b"",
-            value=record.value or b"",
-            headers=dead_letter_headers(record, stage=stage, reason=reason),
-        )
+    except Exception as exc:  # noqa: BLE001 - a worker never crashes on input
+        if len(records) > 1:
+            for record in records:
+                await run_batch(stage, [record], work, publisher)
+            return
+        await publisher.publish_many([dead_letter(records[0], stage=stage, exc=exc)])

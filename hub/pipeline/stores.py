@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -55,13 +55,16 @@ class SqlPartnerDirectory:
         self._on_new_partner = on_new_partner
         self._seen: set[str] = set()
         self._loaded_at = -1e9
-        self._partners: list[partners.Partner] = []
+        self._recipients: list[Recipient] = []
+        self._known: set[str] = set()
 
     async def _load(self) -> None:
         async with self._sessions() as session:
-            self._partners = [p for p in await partners.list_partners(session) if p.active]
+            active = [p for p in await partners.list_partners(session) if p.active]
         self._loaded_at = time.monotonic()
-        for partner in self._partners:
+        self._recipients = [Recipient(partner_id=p.id, kind=p.kind, organization=p.organization) for p in active]
+        self._known = {p.organization for p in active}
+        for partner in active:
             if partner.id not in self._seen:
                 if self._on_new_partner is not None:
                     await self._on_new_partner(partner.id)  # e.g. create its topic
@@ -71,17 +74,11 @@ class SqlPartnerDirectory:
         """Forget the cache (a partner was added or changed in this process)."""
         self._loaded_at = -1e9
 
-    async def recipients(self, *, named: Sequence[str]) -> list[Recipient]:
+    async def partners(self, *, named: Collection[str]) -> list[Recipient]:
         stale = time.monotonic() - self._loaded_at > self._ttl_s
-        known = {p.organization for p in self._partners}
-        if stale or any(name not in known for name in named):
+        if stale or any(name not in self._known for name in named):
             await self._load()
-        wanted = set(named)
-        return [
-            Recipient(partner_id=p.id, kind=p.kind, organization=p.organization)
-            for p in self._partners
-            if p.kind == "cbo" or p.organization in wanted
-        ]
+        return self._recipients
 
 
 class SqlAuditLog:
@@ -101,6 +98,6 @@ class SqlSequencer:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
-    async def assign(self, partner_id: str, event_id: str) -> int:
+    async def assign_many(self, partner_id: str, event_ids: Sequence[str]) -> dict[str, int]:
         async with self._sessions() as session:
-            return await sequences.assign_sequence(session, partner_id, event_id)
+            return await sequences.assign_sequences(session, partner_id, event_ids)

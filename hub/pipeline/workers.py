@@ -1,14 +1,17 @@
 """The pipeline's FastStream router: the normalize and route subscribers and the topics they write.
 
-Ack policy, on purpose: NACK_ON_ERROR. A handler returns normally only after its output (or the
-record's dead-letter copy) was acknowledged by the broker, and only then is the offset committed.
-A transient failure is re-raised; the nack seeks the partition back to that record, so a later
-record's commit can never skip it (FastStream issues #1980 and #2618).
+Ack policy, on purpose: NACK_ON_ERROR. Subscribers take batches (up to ``max_batch`` records); a
+handler returns normally only after every output of the batch (or a record's dead-letter copy) was
+acknowledged by the broker, and only then are the offsets committed. A transient failure is re-raised;
+the nack seeks each partition back to the batch's first record, so a later commit can never skip it
+(FastStream issues #1980 and #2618).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaRouter
@@ -20,7 +23,7 @@ from hub.pipeline import route as route_stage
 from hub.pipeline.ports import AuditLog, PartnerDirectory, PatientIndex, Sequencer
 from hub.pipeline.publisher import RecordPublisher
 from hub.pipeline.route import DecideFn
-from hub.pipeline.stage import run_stage
+from hub.pipeline.stage import run_batch
 from hub.topics.payloads import DeadLetter, PartnerResource
 from hub.topics.registry import DLQ, EVENTS, INGRESS, PARTNER_PREFIX, partner_topic
 
@@ -38,7 +41,12 @@ class PipelineDeps:
 
 
 def build_pipeline_router(
-    deps: PipelineDeps, *, group_id: str, fetch_max_wait_ms: int, session_timeout_ms: int = 10_000
+    deps: PipelineDeps,
+    *,
+    group_id: str,
+    fetch_max_wait_ms: int,
+    session_timeout_ms: int = 10_000,
+    max_batch: int = 200,
 ) -> KafkaRouter:
     """A KafkaRouter with both stages; include it into the broker."""
     router = KafkaRouter()
@@ -47,6 +55,9 @@ def build_pipeline_router(
     subscriber_options = {
         "include_in_schema": False,
         "ack_policy": AckPolicy.NACK_ON_ERROR,
+        "batch": True,
+        "max_records": max_batch,
+        "batch_timeout_ms": fetch_max_wait_ms,
         "auto_offset_reset": "earliest",
         "fetch_max_wait_ms": fetch_max_wait_ms,
         "session_timeout_ms": session_timeout_ms,
@@ -67,22 +78,28 @@ def build_pipeline_router(
                        group_id=f"{group_id}.normalize",
                        **subscriber_options)  # type: ignore[call-overload, untyped-decorator]
     async def normalize(msg: KafkaMessage) -> None:
-        async def work(record: object) -> None:
-            await normalize_stage.normalize(record, patients=deps.patients, publisher=deps.publisher)
+        async def work(records: Sequence[Any]) -> None:
+            await normalize_stage.normalize(records, patients=deps.patients, publisher=deps.publisher)
 
-        await run_stage(normalize_stage.STAGE, msg.raw_message, work, deps.publisher)
+        await run_batch(normalize_stage.STAGE, _records(msg), work, deps.publisher)
 
     @router.subscriber(EVENTS.name, title=f"{EVENTS.name}:route",
                        description="Decide per recipient, audit every decision, deliver what is permitted.",
                        group_id=f"{group_id}.route",
                        **subscriber_options)  # type: ignore[call-overload, untyped-decorator]
     async def route(msg: KafkaMessage) -> None:
-        async def work(record: object) -> None:
+        async def work(records: Sequence[Any]) -> None:
             await route_stage.route(
-                record, decide=deps.decide, directory=deps.directory, audit=deps.audit,
+                records, decide=deps.decide, directory=deps.directory, audit=deps.audit,
                 sequencer=deps.sequencer, publisher=deps.publisher,
             )
 
-        await run_stage(route_stage.STAGE, msg.raw_message, work, deps.publisher)
+        await run_batch(route_stage.STAGE, _records(msg), work, deps.publisher)
 
     return router
+
+
+def _records(msg: KafkaMessage) -> Sequence[Any]:
+    """The consumer records of a batch message (a tuple; a list under TestKafkaBroker), or of a single one."""
+    raw = msg.raw_message
+    return raw if isinstance(raw, (tuple, list)) else (raw,)

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.control.partners import PartnerNotFound, create_partner
-from hub.control.sequences import assign_sequence
+from hub.control.sequences import assign_sequence, assign_sequences
 
 
 async def _partner(session: AsyncSession, partner_id: str = "food-bank") -> str:
@@ -79,3 +79,39 @@ async def test_concurrent_retries_of_one_event_agree_without_a_gap(
 async def test_an_unknown_partner_is_refused(session: AsyncSession) -> None:
     with pytest.raises(PartnerNotFound):
         await assign_sequence(session, "nobody", "evt-1")
+
+
+async def test_a_batch_is_numbered_in_order_and_mixes_with_single_assignments(session: AsyncSession) -> None:
+    partner = await _partner(session)
+    assert 1 == await assign_sequence(session, partner, "evt-0")
+    assert {"evt-1": 2, "evt-0": 1, "evt-2": 3} == await assign_sequences(session, partner, ["evt-1", "evt-0", "evt-2"])
+    assert {"evt-2": 3, "evt-3": 4, "evt-1": 2} == await assign_sequences(session, partner, ["evt-2", "evt-3", "evt-1"])
+    assert 5 == await assign_sequence(session, partner, "evt-4")
+
+
+async def test_a_batch_naming_an_event_twice_numbers_it_once(session: AsyncSession) -> None:
+    partner = await _partner(session)
+    assert {"a": 1, "b": 2} == await assign_sequences(session, partner, ["a", "b", "a"])
+    assert {} == await assign_sequences(session, partner, [])
+
+
+async def test_concurrent_batches_share_one_contiguous_numbering(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions() as session:
+        partner = await _partner(session)
+
+    async def assign(batch: list[str]) -> dict[str, int]:
+        async with sessions() as session:
+            return await assign_sequences(session, partner, batch)
+
+    batches = [[f"evt-{b}-{n}" for n in range(5)] + ["shared"] for b in range(4)]
+    results = await asyncio.gather(*(assign(batch) for batch in batches))
+    numbers = {event: number for result in results for event, number in result.items()}
+    assert list(range(1, 22)) == sorted(numbers.values())
+    assert 1 == len({result["shared"] for result in results})
+
+
+async def test_an_unknown_partner_is_refused_for_a_batch(session: AsyncSession) -> None:
+    with pytest.raises(PartnerNotFound):
+        await assign_sequences(session, "nobody", ["evt-1"])

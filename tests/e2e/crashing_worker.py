@@ -11,27 +11,27 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from hub import logs
 from hub.app import running_hub
-from hub.pipeline.publisher import KafkaRecordPublisher
+from hub.pipeline.publisher import AioKafkaRecordPublisher, Outgoing
 from hub.settings import Settings
 
 
 def main() -> None:
     prefix, marker = sys.argv[1], Path(sys.argv[2])
     logs.configure(level="WARNING")
-    original = KafkaRecordPublisher.publish
+    original = AioKafkaRecordPublisher.publish_many
 
-    async def publish(self: KafkaRecordPublisher, topic: str, *, key: bytes, value: bytes,
-                      headers: dict[str, str]) -> None:
-        if topic.startswith(prefix) and not marker.exists():
-            marker.write_text(topic)
+    async def publish_many(self: AioKafkaRecordPublisher, records: Sequence[Outgoing]) -> None:
+        if any(r.topic.startswith(prefix) for r in records) and not marker.exists():
+            marker.write_text(prefix)
             os.kill(os.getpid(), signal.SIGKILL)
-        await original(self, topic, key=key, value=value, headers=headers)
+        await original(self, records)
 
-    KafkaRecordPublisher.publish = publish  # type: ignore[method-assign]
+    AioKafkaRecordPublisher.publish_many = publish_many  # type: ignore[method-assign]
 
     async def run() -> None:
         async with running_hub(Settings(), http=False):
