@@ -571,6 +571,7 @@ async def started_hub(bootstrap: str, workdir: Path) -> AsyncIterator[HubSession
         kafka_bootstrap=bootstrap,
         database_url=f"sqlite+aiosqlite:///{workdir / 'hub.db'}",
         http_port=0,
+        mllp_port=0,
         admin_token=ADMIN_TOKEN,
         consumer_session_timeout_ms=SESSION_TIMEOUT_MS,
         worker_group=f"bench-{uuid.uuid4().hex[:8]}",

@@ -6,7 +6,7 @@
 2. the control-plane database (migrations applied on SQLite; on PostgreSQL it must be at head);
 3. the registry's topics and every registered partner's topic;
 4. the FastStream Kafka broker with the pipeline router (producer acks=all);
-5. the HTTP server (FHIR API, CBO API, admin API).
+5. the HTTP server (FHIR API, CBO API, admin API) and the HL7 v2 MLLP listener.
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hub.adapters.fhir_rest import build_fhir_router, install_fhir_error_handlers
+from hub.adapters.mllp import start_mllp_server
 from hub.admin.api import PartnerCreated, build_admin_router
 from hub.auth import SqlAuthenticator
 from hub.broker.embedded import EmbeddedBroker, port_is_free, wait_for_metadata
 from hub.broker.topics import ensure_topics
 from hub.consent.interim import decide
 from hub.control import db, partners
+from hub.control.facilities import FacilityDirectory
 from hub.errors import ConfigurationError
 from hub.pipeline.publisher import AioKafkaRecordPublisher
 from hub.pipeline.stores import SqlAuditLog, SqlPartnerDirectory, SqlPatientIndex, SqlSequencer
@@ -52,6 +54,7 @@ class RunningHub:
     broker: KafkaBroker
     admin_token: str
     http_url: str | None = None
+    mllp_port: int | None = None
     embedded: EmbeddedBroker | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
 
@@ -84,8 +87,15 @@ def build_http_app(
         version="0.1.0",
         description="CareHub health-information-exchange hub: FHIR R4 intake, CBO case updates, admin.",
     )
+    from hub.control.resources import SqlResourceStore  # noqa: PLC0415 - may move to the top-level imports
+
     app.include_router(
-        build_fhir_router(authenticator=authenticator, ingress=publisher, max_body_bytes=settings.max_body_bytes),
+        build_fhir_router(
+            authenticator=authenticator,
+            ingress=publisher,
+            store=SqlResourceStore(sessions),
+            max_body_bytes=settings.max_body_bytes,
+        ),
         prefix="/fhir",
     )
     install_fhir_error_handlers(app)
@@ -150,11 +160,16 @@ async def running_hub(
     settings: Settings, *, http: bool = True, workers: bool = True
 ) -> AsyncIterator[RunningHub]:
     """Start every configured part of the hub; stop them all, in reverse order, on exit."""
-    if http and settings.http_port and not port_is_free(settings.http_host, settings.http_port):
-        raise ConfigurationError(
-            f"port {settings.http_port} on {settings.http_host} is already in use, so the HTTP API "
-            "cannot start: stop what uses it or set HUB_HTTP_PORT to a free port"
-        )
+    if http:
+        for what, host, port, variable in (
+            ("the HTTP API", settings.http_host, settings.http_port, "HUB_HTTP_PORT"),
+            ("the MLLP listener", settings.mllp_host, settings.mllp_port, "HUB_MLLP_PORT"),
+        ):
+            if port and not port_is_free(host, port):
+                raise ConfigurationError(
+                    f"port {port} on {host} is already in use, so {what} cannot start: "
+                    f"stop what uses it or set {variable} to a free port"
+                )
     async with contextlib.AsyncExitStack() as stack:
         embedded = await _start_broker(settings, stack)
         bootstrap = embedded.bootstrap if embedded else settings.bootstrap
@@ -206,6 +221,13 @@ async def running_hub(
                 publisher=publisher, on_partner_created=partner_created,
             )
             hub.http_url = await _start_http(app, settings, stack)
+            mllp = await start_mllp_server(
+                host=settings.mllp_host, port=settings.mllp_port, ingress=publisher,
+                hospitals=FacilityDirectory(sessions, settings.mllp_facilities),
+                max_message_bytes=settings.max_body_bytes,
+            )
+            stack.push_async_callback(mllp.stop)
+            hub.mllp_port = mllp.port
 
         log.info("hub_started", bootstrap=bootstrap, url=hub.http_url)
         yield hub

@@ -83,6 +83,7 @@ def run() -> None:
             console.print(f"[bold green]CareHub is running[/]  Kafka {hub.bootstrap}  HTTP {hub.http_url}")
             console.print(f"  FHIR API   {hub.http_url}/fhir/metadata")
             console.print(f"  API docs   {hub.http_url}/docs")
+            console.print(f"  HL7 MLLP   {settings.mllp_host}:{hub.mllp_port}")
             if settings.admin_token is None:
                 console.print(f"  admin token (generated; set HUB_ADMIN_TOKEN to fix it): {hub.admin_token}",
                               soft_wrap=True)

@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     mllp_host: str = "127.0.0.1"
     mllp_port: int = Field(default=2575, ge=0, le=65535)
     admin_token: SecretStr | None = None
+    mllp_facilities: dict[str, str] = Field(
+        default_factory=dict,
+        description='MSH-4 sending facility -> hospital partner id, JSON: {"GHH": "general"}.',
+    )
 
     # Tuning. Tansu answers a waiting fetch only when fetch_max_wait_ms runs out,
     # so a short wait keeps per-hop latency low on the embedded broker.

@@ -24,10 +24,29 @@ FHIR JSON, so the forms are fixed here:
 * **categories**, **codes**, **security_labels** - ``system|code`` of the codings of
   ``category``, ``code.coding`` and ``meta.security`` (``|code`` without a system), in order,
   without duplicates.
+
+* **Bundle-local patients** - inside a transaction or a Da Vinci message the subject usually points
+  at a Patient entry of the same Bundle (``urn:uuid:...``, or ``Patient/<id>`` after the hub assigned
+  ids). ``local_patients`` maps such references to the Patient entry; the patient is then named by
+  that Patient's first usable identifier (see :func:`patient_identifier_sources`), which stays
+  meaningful after the message is gone, instead of a per-message URN.
+
+The other routed resources (pure functions as well):
+
+* **Task** (:func:`task_facts`) - patient from ``Task.for`` (else the patient of the ServiceRequest
+  its ``focus`` names, found by the caller); ``requester``; ``performers`` = ``owner``; ``focus``;
+  ``codes`` = ``Task.code``; ``status``, ``intent``; ``event_kind`` ``referral-task`` for the first
+  version of a Task whose focus is a ServiceRequest, ``task`` for the first version of any other
+  Task, ``task-update`` for every later version.
+* **Encounter** (:func:`encounter_facts`) - patient from ``subject``; ``codes`` = ``Encounter.type``;
+  ``encounter_class`` = ``class``; ``status``; ``event_kind`` from :func:`encounter_event_kind`
+  (or given, for a Da Vinci notification whose MessageHeader event says what happened).
+* **ServiceRequest** - ``event_kind`` ``referral`` for the first version, ``referral-update`` after.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from hub.adapters.fhir_validation import FhirIssue, reference_type
@@ -41,7 +60,20 @@ def partner_namespace(sender: str) -> str:
     return f"urn:carehub:partner:{sender}"
 
 
-def servicerequest_facts(resource: Any, *, sender: str, resource_id: str | None) -> RoutingFacts:
+#: Identifier systems never used to name or link a patient: a shared or mistyped SSN would merge people.
+UNLINKED_IDENTIFIER_SYSTEMS: frozenset[str] = frozenset({"http://hl7.org/fhir/sid/us-ssn"})
+#: Task statuses after which the Task is closed (Gravity: only the requester may still change it).
+TERMINAL_TASK_STATUSES: frozenset[str] = frozenset({"completed", "failed", "rejected", "cancelled", "entered-in-error"})
+
+
+def servicerequest_facts(
+    resource: Any,
+    *,
+    sender: str,
+    resource_id: str | None,
+    first_version: bool = True,
+    local_patients: Mapping[str, Any] | None = None,
+) -> RoutingFacts:
     """Extract the routing facts from a validated R4B ``ServiceRequest`` sent by partner ``sender``."""
     contained = _contained_by_id(resource)
     performers = (_party(ref, contained) for ref in getattr(resource, "performer", None) or ())
@@ -55,7 +87,9 @@ def servicerequest_facts(resource: Any, *, sender: str, resource_id: str | None)
         resource_type="ServiceRequest",
         resource_id=resource_id,
         sender=sender,
-        patient_source=patient_source(getattr(resource, "subject", None), sender=sender, contained=contained)
+        patient_source=patient_source(
+            getattr(resource, "subject", None), sender=sender, contained=contained, local_patients=local_patients
+        )
         or (unidentified_patient(sender, resource_id) if resource_id else None),
         requester=_party(getattr(resource, "requester", None), contained),
         performers=_unique(p for p in performers if p is not None),
@@ -64,7 +98,171 @@ def servicerequest_facts(resource: Any, *, sender: str, resource_id: str | None)
         security_labels=_codes(getattr(meta, "security", None) or ()),
         status=getattr(resource, "status", None),
         intent=getattr(resource, "intent", None),
+        event_kind="referral" if first_version else "referral-update",
     )
+
+
+def task_facts(
+    resource: Any,
+    *,
+    sender: str,
+    resource_id: str,
+    first_version: bool = True,
+    patient_fallback: str | None = None,
+    local_patients: Mapping[str, Any] | None = None,
+) -> RoutingFacts:
+    """The routing facts of a validated R4B ``Task`` (see the module docstring).
+
+    ``patient_fallback`` names the patient when ``Task.for`` names none (the caller looks up the
+    ServiceRequest in ``focus``); with neither, the Task is keyed as an unidentified patient of its own.
+    """
+    contained = _contained_by_id(resource)
+    focus = _party(getattr(resource, "focus", None), contained)
+    owner = _party(getattr(resource, "owner", None), contained)
+    meta = getattr(resource, "meta", None)
+    if not first_version:
+        kind = "task-update"
+    elif focus is not None and reference_type(focus) == "ServiceRequest":
+        kind = "referral-task"
+    else:
+        kind = "task"
+    return RoutingFacts(
+        resource_type="Task",
+        resource_id=resource_id,
+        sender=sender,
+        patient_source=patient_source(
+            getattr(resource, "for_fhir", None), sender=sender, contained=contained, local_patients=local_patients
+        )
+        or patient_fallback
+        or unidentified_patient(sender, resource_id),
+        requester=_party(getattr(resource, "requester", None), contained),
+        performers=(owner,) if owner is not None else (),
+        codes=_codes(getattr(getattr(resource, "code", None), "coding", None) or ()),
+        security_labels=_codes(getattr(meta, "security", None) or ()),
+        status=getattr(resource, "status", None),
+        intent=getattr(resource, "intent", None),
+        event_kind=kind,
+        focus=(focus,) if focus is not None else (),
+    )
+
+
+def task_focus(resource: Any) -> str | None:
+    """The reference (or identifier token) the Task's ``focus`` names, without a version suffix."""
+    return _party(getattr(resource, "focus", None), _contained_by_id(resource))
+
+
+def encounter_facts(
+    resource: Any,
+    *,
+    sender: str,
+    resource_id: str | None,
+    previous: Mapping[str, Any] | None = None,
+    event_kind: str | None = None,
+    local_patients: Mapping[str, Any] | None = None,
+) -> RoutingFacts:
+    """The routing facts of a validated R4B ``Encounter``.
+
+    ``event_kind`` defaults to :func:`encounter_event_kind` of ``previous`` (the JSON of the version
+    before, None for a new Encounter) and this Encounter.
+    """
+    contained = _contained_by_id(resource)
+    meta = getattr(resource, "meta", None)
+    klass = getattr(resource, "class_fhir", None)
+    class_code = getattr(klass, "code", None)
+    type_codings = (
+        coding for concept in getattr(resource, "type", None) or () for coding in getattr(concept, "coding", None) or ()
+    )
+    status = getattr(resource, "status", None)
+    key = resource_id or "encounter"
+    return RoutingFacts(
+        resource_type="Encounter",
+        resource_id=resource_id,
+        sender=sender,
+        patient_source=patient_source(
+            getattr(resource, "subject", None), sender=sender, contained=contained, local_patients=local_patients
+        )
+        or unidentified_patient(sender, key),
+        codes=_codes(type_codings),
+        security_labels=_codes(getattr(meta, "security", None) or ()),
+        status=status,
+        event_kind=event_kind or encounter_event_kind(previous, _encounter_view(resource)),
+        encounter_class=f"{getattr(klass, 'system', None) or ''}|{class_code}" if class_code else None,
+    )
+
+
+def _encounter_view(resource: Any) -> dict[str, Any]:
+    period = getattr(resource, "period", None)
+    locations = [
+        getattr(getattr(item, "location", None), "reference", None)
+        for item in getattr(resource, "location", None) or ()
+        if getattr(item, "status", None) in {None, "active"}
+    ]
+    return {
+        "status": getattr(resource, "status", None),
+        "period_end": getattr(period, "end", None) is not None,
+        "locations": sorted(str(loc) for loc in locations if loc),
+    }
+
+
+def encounter_view(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of an Encounter's JSON that :func:`encounter_event_kind` compares (for a stored version)."""
+    period = data.get("period")
+    locations = data.get("location")
+    active = [
+        item.get("location", {}).get("reference")
+        for item in locations if isinstance(item, dict) and item.get("status") in {None, "active"}
+    ] if isinstance(locations, list) else []
+    return {
+        "status": data.get("status"),
+        "period_end": isinstance(period, dict) and period.get("end") is not None,
+        "locations": sorted(str(loc) for loc in active if isinstance(loc, str) and loc),
+    }
+
+
+def encounter_event_kind(previous: Mapping[str, Any] | None, current: Mapping[str, Any]) -> str:
+    """What an Encounter version says happened, from its status (views from :func:`encounter_view`).
+
+    * ``discharge``: now ``finished`` (or the period got an end while in progress), and it was not before;
+    * ``admit``: now ``in-progress`` (or ``arrived``) and it was not in progress before;
+    * ``transfer``: still in progress, and the set of active locations changed;
+    * ``encounter-update``: anything else (planned, cancelled, entered-in-error, corrections).
+    """
+    was = previous or {}
+    status = current.get("status")
+    was_status = was.get("status")
+    ended = status == "finished" or (status == "in-progress" and bool(current.get("period_end")))
+    was_ended = was_status == "finished" or (was_status == "in-progress" and bool(was.get("period_end")))
+    if ended and not (previous is not None and was_ended):
+        return "discharge"
+    in_progress = status in {"arrived", "in-progress", "onleave"}
+    if in_progress and not ended and (previous is None or was_status not in {"arrived", "in-progress", "onleave"}):
+        return "admit"
+    if in_progress and not ended and previous is not None and was.get("locations") != current.get("locations"):
+        return "transfer"
+    return "encounter-update"
+
+
+def patient_identifier_sources(patient: Any, *, sender: str) -> tuple[str, ...]:
+    """Crosswalk sources of a Patient's identifiers (``system|value``, system-less ones namespaced to the
+    sender), in order, without duplicates and without :data:`UNLINKED_IDENTIFIER_SYSTEMS`."""
+    found = []
+    for identifier in getattr(patient, "identifier", None) or ():
+        if getattr(identifier, "system", None) in UNLINKED_IDENTIFIER_SYSTEMS:
+            continue
+        named = _patient_identifier(identifier, sender)
+        if named is not None:
+            found.append(named)
+    return _unique(found)
+
+
+def identifier_tokens(resource: Any) -> tuple[tuple[str, str], ...]:
+    """``(system, value)`` of every identifier of a resource (``""`` for a missing system)."""
+    tokens = []
+    for identifier in getattr(resource, "identifier", None) or ():
+        value = getattr(identifier, "value", None)
+        if isinstance(value, str) and value:
+            tokens.append((getattr(identifier, "system", None) or "", value))
+    return tuple(dict.fromkeys(tokens))
 
 
 def unidentified_patient(sender: str, resource_id: str) -> str:
@@ -72,7 +270,13 @@ def unidentified_patient(sender: str, resource_id: str) -> str:
     return f"{partner_namespace(sender)}:unidentified|{resource_id}"
 
 
-def patient_source(subject: Any, *, sender: str, contained: dict[str, Any] | None = None) -> str | None:
+def patient_source(
+    subject: Any,
+    *,
+    sender: str,
+    contained: dict[str, Any] | None = None,
+    local_patients: Mapping[str, Any] | None = None,
+) -> str | None:
     """The patient as ``sender`` names it in a Reference (see the module docstring for the forms)."""
     if subject is None:
         return None
@@ -82,6 +286,11 @@ def patient_source(subject: Any, *, sender: str, contained: dict[str, Any] | Non
     reference = getattr(subject, "reference", None)
     if not isinstance(reference, str) or not reference:
         return None
+    local = (local_patients or {}).get(reference)
+    if local is not None:
+        local_sources = patient_identifier_sources(local, sender=sender)
+        if local_sources:
+            return local_sources[0]
     if reference.startswith("#"):
         target = (contained or {}).get(reference[1:])
         if target is None or _resource_type(target) != "Patient":

@@ -1,40 +1,59 @@
-"""The inbound FHIR R4 REST edge: ``POST /ServiceRequest`` (create) and ``GET /metadata``.
+"""The inbound FHIR R4 REST edge, mounted by the composition root under ``/fhir``.
 
-Mounted by the composition root under ``/fhir``. A create is answered ``201 Created`` only after the
-ingress writer returned, i.e. after the broker acknowledged the event on ``hub.ingress``; nothing is
-written for any request answered with an error. The checks run cheapest and least revealing first:
+Interactions (``application/fhir+json``; the CapabilityStatement at ``GET /metadata`` lists exactly these):
+
+* ``POST /{type}`` create, ``PUT /{type}/{id}`` update or update-as-create, ``GET /{type}/{id}`` read
+  and ``GET /{type}/{id}/_history/{vid}`` vread of ServiceRequest, Task, Encounter (routed: each
+  accepted version becomes an event on ``hub.ingress``) and of Patient, Organization, Practitioner
+  (directory and patient index: stored, Patient identifiers linked in the identity crosswalk, never
+  routed). ``If-None-Exist: identifier=[system|]value`` on create, ``If-Match`` on update.
+* ``POST /`` with a ``transaction`` or ``batch`` Bundle (``fhir_bundle``).
+* ``POST /$process-message`` with a Da Vinci notification message Bundle (``davinci``).
+
+A write is answered 2xx only after its event was acknowledged by the broker (acks=all) *and* its
+version stored (``fhir_intake`` explains the order); nothing is written for a request answered with
+an error. The checks run cheapest and least revealing first:
 
 * no ``Authorization: Bearer`` token -> 401 ``login``; a token the hub never issued -> 401
-  ``unknown`` (both with ``WWW-Authenticate: Bearer``); a CBO token -> 403 ``forbidden`` (only
-  hospitals and the HIE operator submit referrals);
+  ``unknown`` (both with ``WWW-Authenticate: Bearer``);
+* a resource type this server does not serve -> 404 ``not-supported``; a CBO creating anything (or
+  updating anything but a Task) -> 403 ``forbidden``;
 * Content-Type other than ``application/fhir+json`` or ``application/json`` (parameters allowed:
   ``charset=utf-8``, ``fhirVersion=4.0``) -> 415 ``not-supported``;
 * body over ``max_body_bytes`` -> 413 ``too-long``: refused on Content-Length before reading, and
   counted while reading, so a client that lies about (or omits) Content-Length cannot push more;
 * not UTF-8, not JSON, not one object, duplicate property names -> 400 ``structure``; nested
   deeper than 64 -> 400 ``too-costly``;
+* on PUT, a body without ``id`` or with another ``id`` than the URL -> 400 (as FHIR's update requires);
+  a malformed ``If-None-Exist`` / ``If-Match`` -> 400;
 * ``resourceType`` missing -> 422 ``required``, not R4 -> 422 ``not-supported``, another R4 type
-  (a Patient posted here) -> 422 ``invalid``; all at expression ``resourceType``;
+  (a Patient posted to /ServiceRequest) -> 422 ``invalid``; all at expression ``resourceType``;
 * not valid FHIR R4 -> 422 ``structure`` / ``required`` / ``value`` / ``code-invalid`` /
   ``invariant`` with the FHIRPath of each problem (see ``fhir_validation``);
-* hub rule: the subject must be a Patient the hub can route on -> 422 ``business-rule`` /
-  ``required`` at ``ServiceRequest.subject``;
-* the broker did not acknowledge (``RetryableError``) -> 503 ``transient`` with ``Retry-After``.
+* hub rules (a referral's subject must be a Patient; Gravity's Task rules for owners) -> 422
+  ``business-rule`` / ``required``;
+* not found, or not readable by this caller -> 404 ``not-found``; an id held by another partner's
+  resource -> 409 ``conflict``; ``If-None-Exist`` matching several -> 412 ``multiple-matches``;
+  ``If-Match`` naming another version -> 412 ``conflict``;
+* the broker did not acknowledge, or the store did not answer (``RetryableError``) -> 503
+  ``transient`` with ``Retry-After``.
 
-400 is for bodies that could not be parsed, 422 for parsed resources that are not acceptable (FHIR
-RESTful API, "create": 400 "could not be parsed", 422 "violated applicable FHIR profiles or server
-business rules"). Every error body is an OperationOutcome (``application/fhir+json``).
+400 is for requests that could not be parsed (or that FHIR says are bad requests), 422 for parsed
+resources that are not acceptable (FHIR RESTful API: "violated applicable FHIR profiles or server
+business rules"). Every error body is an OperationOutcome.
 
-The create is idempotent: the server-assigned id is the event id, derived from the sender and the
-exact bytes, so a client retrying after a lost response gets the same id and ``ce_id`` (downstream
-stages de-duplicate on it). The event carries the body text byte for byte; the 201 response body is
-the resource with that ``id`` and ``meta.versionId`` "1".
+Ids: a create's id is the event id of (sender, type, exact bytes), so a client retrying after a lost
+response gets the same id and ``ce_id`` and nothing is created twice (the retry is answered 201 with
+the stored version 1). A PUT of content identical to the current version is answered 200 and writes
+nothing. The event carries the request body byte for byte; the response is the resource as stored,
+with ``meta.versionId`` and ``meta.lastUpdated`` set by the server.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
+from email.utils import format_datetime
 from importlib import metadata
 from typing import Any
 
@@ -45,12 +64,17 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import PlainTextResponse
 
-from hub.adapters.fhir_facts import referral_issues, servicerequest_facts
-from hub.adapters.fhir_validation import FhirValidationError, parse_fhir_json, validate_resource
+from hub.adapters import davinci
+from hub.adapters.fhir_access import DIRECTORY_TYPES, SUPPORTED_TYPES, check_may_create, sender_of
+from hub.adapters.fhir_bundle import process_bundle
+from hub.adapters.fhir_intake import Intake, check_supported, parse_if_match
+from hub.adapters.fhir_store import ResourceStore, StoredVersion, etag, render
+from hub.adapters.fhir_validation import parse_fhir_json, validate_resource
 from hub.adapters.operation_outcome import (
     FHIR_JSON_MEDIA_TYPE,
     AuthenticationRequired,
     PayloadTooLarge,
+    ResourceNotFound,
     UnsupportedMediaType,
     http_status_for,
     issue,
@@ -58,107 +82,215 @@ from hub.adapters.operation_outcome import (
     outcome_for,
 )
 from hub.errors import HubError, InvalidInput, NotAuthorized, RetryableError
-from hub.events import CloudEvent, HubEvent, encode, event_id, event_type, now
+from hub.events import event_id
 from hub.ports import Authenticator, IngressWriter, Principal
 
 #: Seconds a client should wait before retrying after a 503.
 RETRY_AFTER_SECONDS = 5
 #: When the CapabilityStatement last changed (update it with the capabilities).
-CAPABILITY_DATE = "2026-11-23"
+CAPABILITY_DATE = "2026-11-24"
 _ACCEPTED_MEDIA_TYPES = frozenset({"application/fhir+json", "application/json"})
 _ACCEPTED_FHIR_VERSIONS = frozenset({"4.0", "4.0.1"})
 _MEDIA_TYPE_HINT = (
     "send application/fhir+json (or application/json), optionally with charset=utf-8 and fhirVersion=4.0"
 )
 _REALM = 'Bearer realm="carehub"'
+_FHIR_ID = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 
 Handler = Callable[[Request, Any], Response | Awaitable[Response]]
+
+_WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Updated, nothing changed, or an If-None-Exist match (the resource)"},
+    201: {"description": "Created, acknowledged by the broker and stored"},
+    400: {"description": "The body is not one JSON object, or the request is malformed (OperationOutcome)"},
+    401: {"description": "No or unknown bearer token (OperationOutcome)"},
+    403: {"description": "The caller may not do this (OperationOutcome)"},
+    404: {"description": "Resource type not served (OperationOutcome)"},
+    409: {"description": "The id is held by another partner's resource (OperationOutcome)"},
+    412: {"description": "If-None-Exist matched several, or If-Match names another version (OperationOutcome)"},
+    413: {"description": "The body is too large (OperationOutcome)"},
+    415: {"description": "Unsupported Content-Type (OperationOutcome)"},
+    422: {"description": "Not valid FHIR R4, or against a hub rule (OperationOutcome)"},
+    503: {"description": "The broker or the store did not answer; retry (OperationOutcome)"},
+}
+_BODY = {"requestBody": {"required": True, "content": {FHIR_JSON_MEDIA_TYPE: {"schema": {"type": "object"}}}}}
 
 
 def build_fhir_router(
     *,
     authenticator: Authenticator,
     ingress: IngressWriter,
+    store: ResourceStore,
     max_body_bytes: int,
 ) -> APIRouter:
-    """The FHIR R4 router (paths ``/metadata`` and ``/ServiceRequest``; mount it with prefix ``/fhir``).
+    """The FHIR R4 router (mount it with prefix ``/fhir``).
 
-    Handlers close over ``authenticator``, ``ingress`` and ``max_body_bytes``; nothing is global.
+    Handlers close over ``authenticator``, ``ingress``, ``store`` and ``max_body_bytes``; nothing is global.
     """
+    api = _FhirApi(authenticator=authenticator, ingress=ingress, store=store, max_body_bytes=max_body_bytes)
     router = APIRouter(tags=["FHIR R4"])
-    software_version = _software_version()
-
-    @router.get(
-        "/metadata",
-        summary="CapabilityStatement (FHIR R4)",
-        response_class=Response,
-        responses={200: {"content": {FHIR_JSON_MEDIA_TYPE: {}}}},
+    router.add_api_route(
+        "/metadata", api.metadata, methods=["GET"], summary="CapabilityStatement (FHIR R4)",
+        response_class=Response, responses={200: {"content": {FHIR_JSON_MEDIA_TYPE: {}}}},
     )
-    async def metadata_(request: Request) -> Response:
-        base = str(request.base_url).rstrip("/") + request.url.path.removesuffix("/metadata")
-        return _fhir_json(200, capability_statement(base_url=base, software_version=software_version))
-
-    @router.post(
-        "/ServiceRequest",
-        summary="Create a ServiceRequest (referral)",
-        status_code=201,
-        response_class=Response,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {FHIR_JSON_MEDIA_TYPE: {"schema": {"type": "object"}}},
-            },
-        },
-        responses={
-            201: {"description": "Accepted and acknowledged by the broker"},
-            400: {"description": "The body is not one JSON object (OperationOutcome)"},
-            401: {"description": "No or unknown bearer token (OperationOutcome)"},
-            403: {"description": "The caller may not submit referrals (OperationOutcome)"},
-            413: {"description": "The body is too large (OperationOutcome)"},
-            415: {"description": "Unsupported Content-Type (OperationOutcome)"},
-            422: {"description": "Not a valid FHIR R4 ServiceRequest (OperationOutcome)"},
-            503: {"description": "The broker did not acknowledge; retry (OperationOutcome)"},
-        },
+    router.add_api_route(
+        "/$process-message", api.process_message, methods=["POST"],
+        summary="Process a Da Vinci notification message (admit, discharge, transfer)",
+        response_class=Response, openapi_extra=_BODY, responses=_WRITE_RESPONSES,
     )
-    async def create_service_request(request: Request) -> Response:
-        try:
-            principal = await _authenticate(request, authenticator)
-            _check_media_type(request.headers.get("content-type"))
-            body = await _read_body(request, max_body_bytes)
-            data = parse_fhir_json(body)
-            resource = validate_resource(data, expected_type="ServiceRequest")
-            sender = principal.partner_id or "operator"
-            resource_id = event_id(sender, "ServiceRequest", body)
-            facts = servicerequest_facts(resource, sender=sender, resource_id=resource_id)
-            issues = referral_issues(resource, facts)
-            if issues:
-                raise FhirValidationError(issues)
-            envelope = CloudEvent(
-                id=resource_id,
-                source=f"/partners/{sender}",
-                type=event_type("ServiceRequest"),
-                subject=None,
-                time=now(),
-            )
-            await ingress.write(
-                key=f"{sender}|{facts.patient_source}".encode(),
-                value=encode(HubEvent(facts=facts, body=body.decode("utf-8"))),
-                headers=envelope.to_headers(),
-            )
-        except HubError as error:
-            return error_response(error)
-        base = request.url.path.removesuffix("/ServiceRequest")
-        return _fhir_json(
-            201,
-            _as_created(data, resource_id),
-            headers={"Location": f"{base}/ServiceRequest/{resource_id}/_history/1", "ETag": 'W/"1"'},
+    for path in ("", "/"):
+        router.add_api_route(
+            path, api.bundle, methods=["POST"], summary="Process a transaction or batch Bundle",
+            response_class=Response, openapi_extra=_BODY, responses=_WRITE_RESPONSES, include_in_schema=path == "",
         )
-
+    router.add_api_route(
+        "/{resource_type}", api.create, methods=["POST"], status_code=201,
+        summary="Create a resource (ServiceRequest, Task, Encounter, Patient, Organization, Practitioner)",
+        response_class=Response, openapi_extra=_BODY, responses=_WRITE_RESPONSES,
+    )
+    router.add_api_route(
+        "/{resource_type}/{resource_id}", api.update, methods=["PUT"],
+        summary="Update a resource, or create it with this id",
+        response_class=Response, openapi_extra=_BODY, responses=_WRITE_RESPONSES,
+    )
+    router.add_api_route(
+        "/{resource_type}/{resource_id}", api.read, methods=["GET"], summary="Read a resource",
+        response_class=Response,
+    )
+    router.add_api_route(
+        "/{resource_type}/{resource_id}/_history/{version_id}", api.vread, methods=["GET"],
+        summary="Read one version of a resource", response_class=Response,
+    )
     return router
 
 
+class _FhirApi:
+    """The FHIR handlers, over the ports they were built with."""
+
+    def __init__(
+        self, *, authenticator: Authenticator, ingress: IngressWriter, store: ResourceStore, max_body_bytes: int
+    ) -> None:
+        self._authenticator = authenticator
+        self._ingress = ingress
+        self._store = store
+        self._max_body_bytes = max_body_bytes
+        self._intake = Intake(ingress=ingress, store=store)
+        self._software_version = _software_version()
+
+    async def metadata(self, request: Request) -> Response:
+        """``GET /metadata``: the CapabilityStatement, no token needed."""
+        base = str(request.base_url).rstrip("/") + _base(request, "/metadata")
+        return _fhir_json(200, capability_statement(base_url=base, software_version=self._software_version))
+
+    async def _body(self, request: Request) -> bytes:
+        _check_media_type(request.headers.get("content-type"))
+        return await _read_body(request, self._max_body_bytes)
+
+    async def process_message(self, request: Request) -> Response:
+        """``POST /$process-message``: a Da Vinci notification (see ``hub.adapters.davinci``)."""
+        try:
+            principal = await _authenticate(request, self._authenticator)
+            check_may_create(principal)
+            if request.query_params.get("async", "false").lower() not in {"false", ""}:
+                raise InvalidInput(
+                    "this server processes messages synchronously only (async=true is not supported)",
+                    code="not-supported",
+                )
+            body = await self._body(request)
+            notification = davinci.read_notification(body, parse_fhir_json(body), sender=sender_of(principal))
+            for record in notification.events:
+                await self._ingress.write(key=record.key, value=record.value, headers=record.headers)
+            await self._store.link_patients(notification.patient_groups)
+        except HubError as error:
+            return error_response(error)
+        answer = davinci.response_message(
+            notification,
+            endpoint=_base(request, "/$process-message") + "/$process-message",
+            software_version=self._software_version,
+            first_event_id=notification.events[0].headers["ce_id"],
+        )
+        return _fhir_json(200, answer)
+
+    async def bundle(self, request: Request) -> Response:
+        """``POST /``: a transaction or batch Bundle (see ``hub.adapters.fhir_bundle``)."""
+        try:
+            principal = await _authenticate(request, self._authenticator)
+            body = await self._body(request)
+            answer = await process_bundle(principal, parse_fhir_json(body), intake=self._intake)
+        except HubError as error:
+            return error_response(error)
+        return _fhir_json(200, answer)
+
+    async def create(self, request: Request, resource_type: str) -> Response:
+        """``POST /{type}``: create (``If-None-Exist`` honoured)."""
+        try:
+            principal = await _authenticate(request, self._authenticator)
+            check_supported(resource_type)
+            check_may_create(principal)
+            body = await self._body(request)
+            data = parse_fhir_json(body)
+            model = validate_resource(data, expected_type=resource_type)
+            planned = await self._intake.plan_create(
+                principal,
+                data,
+                model,
+                resource_id=event_id(sender_of(principal), resource_type, body),
+                event_body=body.decode("utf-8"),
+                if_none_exist=request.headers.get("if-none-exist"),
+            )
+            [version] = await self._intake.commit([planned])
+        except HubError as error:
+            return error_response(error)
+        return _resource_response(planned.status, version, _base(request, f"/{resource_type}"))
+
+    async def update(self, request: Request, resource_type: str, resource_id: str) -> Response:
+        """``PUT /{type}/{id}``: update, or create with the client's id (``If-Match`` honoured)."""
+        try:
+            principal = await _authenticate(request, self._authenticator)
+            check_supported(resource_type)
+            if principal.kind == "cbo" and resource_type != "Task":
+                raise NotAuthorized("community-based organizations may update only the Tasks they own")
+            if not _is_fhir_id(resource_id):
+                raise InvalidInput("the id in the URL is not a FHIR id ([A-Za-z0-9-.]{1,64})", code="invalid")
+            body = await self._body(request)
+            data = parse_fhir_json(body)
+            _check_body_id(data, resource_type, resource_id)
+            if_match = request.headers.get("if-match")
+            expected_version = parse_if_match(if_match) if if_match is not None else None
+            model = validate_resource(data, expected_type=resource_type)
+            planned = await self._intake.plan_update(
+                principal, data, model, resource_id=resource_id, event_body=body.decode("utf-8"),
+                if_match=expected_version,
+            )
+            [version] = await self._intake.commit([planned])
+        except HubError as error:
+            return error_response(error)
+        return _resource_response(planned.status, version, _base(request, f"/{resource_type}/{resource_id}"))
+
+    async def read(self, request: Request, resource_type: str, resource_id: str) -> Response:
+        """``GET /{type}/{id}``: the newest version the caller may read."""
+        return await self._read(request, resource_type, resource_id, None)
+
+    async def vread(self, request: Request, resource_type: str, resource_id: str, version_id: str) -> Response:
+        """``GET /{type}/{id}/_history/{vid}``: one version, if the caller may read it."""
+        return await self._read(request, resource_type, resource_id, version_id)
+
+    async def _read(self, request: Request, resource_type: str, resource_id: str, version_id: str | None) -> Response:
+        try:
+            principal = await _authenticate(request, self._authenticator)
+            check_supported(resource_type)
+            if not _is_fhir_id(resource_id) or (version_id is not None and not _is_version(version_id)):
+                raise ResourceNotFound(f"there is no {resource_type} with that id")
+            version = await self._intake.read(
+                principal, resource_type, resource_id, int(version_id) if version_id is not None else None
+            )
+        except HubError as error:
+            return error_response(error)
+        return _fhir_json(200, render(version), headers=_version_headers(version))
+
+
 def capability_statement(*, base_url: str | None = None, software_version: str = "0.0.0") -> dict[str, Any]:
-    """The R4 CapabilityStatement of what this edge implements: ServiceRequest create, nothing more."""
+    """The R4 CapabilityStatement of exactly what this edge implements."""
     implementation: dict[str, Any] = {"description": "CareHub HIE integration hub, FHIR R4 API"}
     if base_url:
         implementation["url"] = base_url
@@ -168,6 +300,7 @@ def capability_statement(*, base_url: str | None = None, software_version: str =
         "date": CAPABILITY_DATE,
         "publisher": "CareHub",
         "kind": "instance",
+        "instantiates": [davinci.NOTIFICATION_RECEIVER],
         "software": {"name": "CareHub", "version": software_version},
         "implementation": implementation,
         "fhirVersion": "4.0.1",
@@ -175,29 +308,100 @@ def capability_statement(*, base_url: str | None = None, software_version: str =
         "rest": [
             {
                 "mode": "server",
-                "documentation": "Partners authenticate with the bearer token the HIE operator issued them.",
+                "documentation": "Partners authenticate with the bearer token the HIE operator issued them. "
+                "Hospitals and the operator create and update; community-based organizations update the "
+                "Tasks they own. A partner reads what it sent, and what was delivered to it.",
                 "security": {
                     "cors": False,
-                    "description": "Authorization: Bearer <token>; hospitals and the HIE operator may "
-                    "submit referrals, community-based organizations may not.",
+                    "description": "Authorization: Bearer <token> (partner token, or the HIE operator's admin token).",
                 },
-                "resource": [
+                "resource": [_resource_capability(resource_type) for resource_type in SUPPORTED_TYPES],
+                "interaction": [
                     {
-                        "type": "ServiceRequest",
-                        "profile": "http://hl7.org/fhir/StructureDefinition/ServiceRequest",
-                        "documentation": "create only (read is not implemented yet). The server assigns "
-                        "the id from the sender and the exact request bytes, so resending the same "
-                        "bytes is idempotent. 201 is returned once the broker acknowledged the referral.",
-                        "interaction": [{"code": "create"}],
-                        "versioning": "versioned",
-                        "readHistory": False,
-                        "updateCreate": False,
-                        "conditionalCreate": False,
+                        "code": "transaction",
+                        "documentation": "POST, PUT and GET entries of the resource types above; urn:uuid "
+                        "fullUrls are resolved; all or nothing.",
+                    },
+                    {"code": "batch", "documentation": "POST, PUT and GET entries, each processed on its own."},
+                ],
+                "operation": [
+                    {
+                        "name": "process-message",
+                        "definition": "http://hl7.org/fhir/OperationDefinition/MessageHeader-process-message",
+                        "documentation": "Da Vinci Unsolicited Notifications: notification-admit, "
+                        "notification-discharge and notification-transfer messages, processed "
+                        "synchronously (200 with a response message).",
                     }
                 ],
             }
         ],
     }
+
+
+def _resource_capability(resource_type: str) -> dict[str, Any]:
+    routed = resource_type not in DIRECTORY_TYPES
+    documentation = (
+        "Each accepted version becomes an event on hub.ingress; 201/200 only after the broker acknowledged it "
+        "and it was stored."
+        if routed
+        else "Stored in the hub's directory and patient index; not routed to partners."
+    )
+    if resource_type == "Patient":
+        documentation += " Its identifiers are linked in the identity crosswalk."
+    return {
+        "type": resource_type,
+        "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
+        "documentation": documentation + " A create's id is derived from the sender and the exact bytes, "
+        "so resending them is idempotent.",
+        "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "create"}],
+        "versioning": "versioned-update",
+        "readHistory": False,
+        "updateCreate": True,
+        "conditionalCreate": True,
+        "conditionalRead": "not-supported",
+        "conditionalUpdate": False,
+        "conditionalDelete": "not-supported",
+        "referencePolicy": ["literal", "logical"],
+    }
+
+
+def _resource_response(status: int, version: StoredVersion, base: str) -> Response:
+    headers = _version_headers(version)
+    headers["Location"] = f"{base}/{version.resource_type}/{version.resource_id}/_history/{version.version_id}"
+    return _fhir_json(status, render(version), headers=headers)
+
+
+def _version_headers(version: StoredVersion) -> dict[str, str]:
+    return {"ETag": etag(version), "Last-Modified": format_datetime(version.last_updated, usegmt=True)}
+
+
+def _base(request: Request, suffix: str) -> str:
+    """The FHIR base path (``/fhir``) of a request whose path ends with ``suffix``."""
+    return request.url.path.removesuffix(suffix)
+
+
+def _is_fhir_id(value: str) -> bool:
+    return 0 < len(value) <= 64 and all(char in _FHIR_ID for char in value)
+
+
+def _is_version(value: str) -> bool:
+    return value.isascii() and value.isdigit() and 0 < len(value) <= 9
+
+
+def _check_body_id(data: dict[str, Any], resource_type: str, resource_id: str) -> None:
+    """FHIR update: the body's id must be present and equal to the URL's (400 otherwise)."""
+    if "id" not in data:
+        raise InvalidInput(
+            f"{resource_type}.id: an update must carry the resource's id (the one in the URL)",
+            code="required",
+            expression=f"{resource_type}.id",
+        )
+    if data["id"] != resource_id:
+        raise InvalidInput(
+            f"{resource_type}.id: the id in the body differs from the id in the URL",
+            code="invalid",
+            expression=f"{resource_type}.id",
+        )
 
 
 def error_response(error: HubError) -> Response:
@@ -276,8 +480,6 @@ async def _authenticate(request: Request, authenticator: Authenticator) -> Princ
     principal = await authenticator.authenticate(token)
     if principal is None:
         raise AuthenticationRequired("the bearer token is not valid", code="unknown")
-    if principal.kind not in {"hospital", "operator"}:
-        raise NotAuthorized("only hospitals and the HIE operator may submit referrals")
     return principal
 
 
@@ -321,21 +523,13 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _as_created(data: dict[str, Any], resource_id: str) -> dict[str, Any]:
-    """The resource as stored: the server's id and version first, everything else as sent."""
-    meta = dict(data.get("meta") or {})
-    meta["versionId"] = "1"
-    rest = {key: value for key, value in data.items() if key not in {"resourceType", "id", "meta"}}
-    return {"resourceType": data["resourceType"], "id": resource_id, "meta": meta, **rest}
-
-
 def _http_exception_outcome(exc: StarletteHTTPException) -> Response:
     code, diagnostics = {
         401: ("login", "authentication is required"),
         403: ("forbidden", "not allowed"),
         404: (
             "not-supported",
-            "no such FHIR endpoint; this server implements GET /metadata and POST /ServiceRequest",
+            "no such FHIR endpoint; see GET /metadata for what this server implements",
         ),
         405: ("not-supported", "this FHIR endpoint does not support that HTTP method"),
         406: ("not-supported", "this server answers application/fhir+json only"),

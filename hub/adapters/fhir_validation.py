@@ -31,7 +31,9 @@ What it does NOT enforce, and what this module adds on top:
 
 * a missing ``resourceType`` is accepted -> checked here (``required`` at ``resourceType``);
 * required value-set bindings are carried as ``enum_values`` metadata but never checked:
-  ``"status": "bogus"`` validates -> checked here for every coded element (``code-invalid``);
+  ``"status": "bogus"`` validates -> checked here for every coded element (``code-invalid``). The
+  library cuts twelve of those lists short (``['draft', 'requested', 'received', 'accepted', '+']``
+  for ``Task.status``); they are completed from the R4 value sets in :data:`_TRUNCATED_VALUE_SETS`;
 * reference targets are carried as ``enum_reference_types`` but not checked:
   ``subject: {"reference": "Organization/1"}`` validates -> checked here for typed literal
   references (``value``);
@@ -675,7 +677,9 @@ def _model_issues(model: BaseModel, raw: Mapping[str, Any], path: str) -> Iterat
             continue  # resourceType; unknown names were rejected before
         name, info = found
         value = getattr(model, name, None)
-        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        extra = _binding(
+            info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}, klass.__name__, key
+        )
         child = f"{path}.{_segment(klass, key)}"
         if isinstance(value, list):
             if not isinstance(raw_value, list) or len(raw_value) != len(value):
@@ -716,6 +720,58 @@ def _value_issues(value: Any, raw: Any, path: str, extra: Mapping[str, Any]) -> 
             )
 
 
+_OBSERVATION_STATUS = (
+    "registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error", "unknown",
+)
+_ENCOUNTER_STATUS = (
+    "planned", "arrived", "triaged", "in-progress", "onleave", "finished", "cancelled", "entered-in-error", "unknown",
+)
+#: R4 value sets that ``fhir.resources`` cuts short (it keeps the first codes, then ``"+"``), in full,
+#: keyed by (model class, JSON name). Without this, ``Task.status`` "in-progress" or
+#: ``Encounter.status`` "entered-in-error" (both valid R4) would be refused.
+_TRUNCATED_VALUE_SETS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("Task", "status"): (
+        "draft", "requested", "received", "accepted", "rejected", "ready", "cancelled", "in-progress",
+        "on-hold", "failed", "completed", "entered-in-error",
+    ),
+    ("Encounter", "status"): _ENCOUNTER_STATUS,
+    ("EncounterStatusHistory", "status"): _ENCOUNTER_STATUS,
+    ("Observation", "status"): _OBSERVATION_STATUS,
+    ("DetectedIssue", "status"): _OBSERVATION_STATUS,
+    ("RiskAssessment", "status"): _OBSERVATION_STATUS,
+    ("DiagnosticReport", "status"): (
+        "registered", "partial", "preliminary", "final", "amended", "corrected", "appended", "cancelled",
+        "entered-in-error", "unknown",
+    ),
+    ("DeviceUseStatement", "status"): ("active", "completed", "entered-in-error", "intended", "stopped", "on-hold"),
+    ("DeviceUdiCarrier", "entryType"): ("barcode", "rfid", "manual", "card", "self-reported", "unknown"),
+    ("SupplyRequest", "status"): (
+        "draft", "active", "suspended", "cancelled", "completed", "entered-in-error", "unknown",
+    ),
+    ("QuestionnaireItem", "type"): (
+        "group", "display", "boolean", "decimal", "integer", "date", "dateTime", "time", "string", "text", "url",
+        "choice", "open-choice", "attachment", "reference", "quantity",
+    ),
+    ("StructureMapGroupRuleTarget", "transform"): (
+        "create", "copy", "truncate", "escape", "cast", "append", "translate", "reference", "dateOp", "uuid",
+        "pointer", "evaluate", "cc", "c", "qty", "id", "cp",
+    ),
+}
+
+
+def _binding(extra: Mapping[str, Any], owner: str, key: str) -> Mapping[str, Any]:
+    """``extra`` with a truncated ``enum_values`` list completed from :data:`_TRUNCATED_VALUE_SETS`.
+
+    A truncated list this module does not know is dropped (not checked at all): refusing valid R4
+    would be worse than letting an unknown code through.
+    """
+    allowed = extra.get("enum_values")
+    if not isinstance(allowed, list) or "+" not in allowed:
+        return extra
+    completed = _TRUNCATED_VALUE_SETS.get((owner, key))
+    return {**extra, "enum_values": list(completed) if completed else None}
+
+
 def _reference_target_issues(value: BaseModel, path: str, extra: Mapping[str, Any]) -> Iterator[FhirIssue]:
     targets = extra.get("enum_reference_types")
     reference = getattr(value, "reference", None)
@@ -735,3 +791,29 @@ def _reference_target_issues(value: BaseModel, path: str, extra: Mapping[str, An
             f"{path}.reference: a reference to {target} is not allowed here (allowed: {', '.join(targets)})",
             f"{path}.reference",
         )
+
+
+def rebase_issues(issues: Sequence[FhirIssue], old_root: str, new_root: str) -> list[FhirIssue]:
+    """Move issues found in a resource validated on its own under the path it has in its container.
+
+    ``Task.status`` with ``old_root`` "Task" and ``new_root`` "Bundle.entry[2].resource" becomes
+    ``Bundle.entry[2].resource.status``; ``resourceType`` becomes ``Bundle.entry[2].resource.resourceType``;
+    an issue without an expression gets ``new_root``. Diagnostics that start with the old path are
+    rewritten the same way.
+    """
+    moved = []
+    for found in issues:
+        old = found.expression
+        if old is None:
+            new = new_root
+        elif old == "resourceType":
+            new = f"{new_root}.resourceType"
+        elif old == old_root or old.startswith((f"{old_root}.", f"{old_root}[")):
+            new = new_root + old[len(old_root) :]
+        else:
+            new = f"{new_root}.{old}"
+        diagnostics = found.diagnostics
+        if old is not None and diagnostics.startswith(old):
+            diagnostics = new + diagnostics[len(old) :]
+        moved.append(FhirIssue(found.code, diagnostics, new, found.severity))
+    return moved

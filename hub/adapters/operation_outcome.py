@@ -7,6 +7,13 @@ One table decides what every error looks like on the FHIR API (error -> status, 
 * ``NotAuthorized`` -> 403, ``forbidden`` (a partner acting outside its rights).
 * :class:`PayloadTooLarge` -> 413, ``too-long``.
 * :class:`UnsupportedMediaType` -> 415, ``not-supported``.
+* :class:`ResourceNotFound` -> 404, ``not-found`` (also for a resource the caller may not see: the
+  hub does not confirm that someone else's resource exists); ``not-supported`` for a resource type
+  this server does not serve.
+* :class:`ResourceConflict` -> 409, ``conflict`` (an update-as-create whose id another partner's
+  resource already holds).
+* :class:`PreconditionFailed` -> 412, ``multiple-matches`` (``If-None-Exist`` matched several
+  resources) or ``conflict`` (``If-Match`` names another version).
 * ``FhirValidationError`` -> 422, one issue per problem with its FHIRPath.
 * ``InvalidInput`` -> 400, its own ``code`` (``structure``, ``too-costly``): bytes that are not one
   JSON object.
@@ -17,7 +24,7 @@ One table decides what every error looks like on the FHIR API (error -> status, 
 parsed but "violated applicable FHIR profiles or server business rules". A wrong or unknown
 ``resourceType`` is a 422 too: the JSON was fine, the resource was not acceptable here.
 
-The three HTTP-edge errors are defined here because the one error tree (``hub/errors.py``) has no
+The HTTP-edge errors are defined here because the one error tree (``hub/errors.py``) has no
 place for them yet; they subclass its types, so the core treats them as what they are.
 """
 
@@ -44,6 +51,14 @@ class AuthenticationRequired(NotAuthorized):
         self.code = code
 
 
+class Forbidden(NotAuthorized):
+    """A partner acting outside its rights, at a known place of the request (403 with an expression)."""
+
+    def __init__(self, message: str, *, expression: str | None = None) -> None:
+        super().__init__(message)
+        self.expression = expression
+
+
 class PayloadTooLarge(InvalidInput):
     """The body is larger than the configured limit (413)."""
 
@@ -58,12 +73,39 @@ class UnsupportedMediaType(InvalidInput):
         super().__init__(message, code="not-supported")
 
 
+class ResourceNotFound(InvalidInput):
+    """No such resource (or none the caller may see), or a resource type this server does not serve (404)."""
+
+    def __init__(self, message: str, *, code: Literal["not-found", "not-supported"] = "not-found") -> None:
+        super().__init__(message, code=code)
+
+
+class ResourceConflict(InvalidInput):
+    """The request conflicts with the current state of the resource (409)."""
+
+    def __init__(self, message: str, *, expression: str | None = None) -> None:
+        super().__init__(message, code="conflict", expression=expression)
+
+
+class PreconditionFailed(InvalidInput):
+    """A conditional request's condition does not hold (412)."""
+
+    def __init__(self, message: str, *, code: Literal["multiple-matches", "conflict"] = "conflict") -> None:
+        super().__init__(message, code=code)
+
+
 def http_status_for(error: HubError) -> int:
     """The HTTP status a FHIR client gets for ``error`` (see the table in the module docstring)."""
     if isinstance(error, AuthenticationRequired):
         return 401
     if isinstance(error, NotAuthorized):
         return 403
+    if isinstance(error, ResourceNotFound):
+        return 404
+    if isinstance(error, ResourceConflict):
+        return 409
+    if isinstance(error, PreconditionFailed):
+        return 412
     if isinstance(error, PayloadTooLarge):
         return 413
     if isinstance(error, UnsupportedMediaType):
@@ -115,7 +157,7 @@ def outcome_for(error: HubError) -> dict[str, Any]:
     if isinstance(error, AuthenticationRequired):
         return outcome([issue(error.code, str(error))])
     if isinstance(error, NotAuthorized):
-        return outcome([issue("forbidden", str(error))])
+        return outcome([issue("forbidden", str(error), expression=getattr(error, "expression", None))])
     if isinstance(error, RetryableError):
         return outcome([issue("transient", f"{error}; nothing was stored, retry the same request later")])
     return outcome([issue("exception", "the server could not process the request", severity="fatal")])

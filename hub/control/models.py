@@ -128,3 +128,46 @@ class PartnerEventNumberRow(Base):
     event_id: Mapped[str] = mapped_column(String(255))
     number: Mapped[int] = mapped_column(BigInteger())
     assigned_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now, server_default=CURRENT_TIMESTAMP)
+
+
+class ResourceRow(Base):
+    """One version of a FHIR resource the hub accepted; the current version is the highest ``version_id``.
+
+    ``content`` is the resource JSON as stored (server ``id``, no ``meta.versionId``/``lastUpdated``:
+    those come from the columns), ``content_hash`` the SHA-256 of that text, ``event_id`` the
+    ``ce_id`` of the ``hub.ingress`` event that carried this version (NULL for resources that are
+    stored only, such as Patient), ``patient_source`` the patient as the event named it.
+    """
+
+    __tablename__ = "resources"
+    __table_args__ = (
+        PrimaryKeyConstraint("resource_type", "resource_id", "version_id"),
+        CheckConstraint("version_id >= 1", name="version_positive"),
+        Index(None, "event_id"),
+    )
+
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(Integer())
+    last_updated: Mapped[datetime] = mapped_column(UTCDateTime())
+    sender: Mapped[str] = mapped_column(String(PARTNER_ID_MAX))
+    content: Mapped[str] = mapped_column(Text())
+    content_hash: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    patient_source: Mapped[str | None] = mapped_column(String(512), nullable=True)
+
+
+class ResourceIdentifierRow(Base):
+    """The identifiers of the *current* version of each stored resource (for conditional create)."""
+
+    __tablename__ = "resource_identifiers"
+    __table_args__ = (
+        PrimaryKeyConstraint("resource_type", "id_system", "id_value", "resource_id"),
+        Index(None, "resource_type", "resource_id"),
+        Index(None, "resource_type", "id_value"),
+    )
+
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    id_system: Mapped[str] = mapped_column(String(512))
+    id_value: Mapped[str] = mapped_column(String(512))

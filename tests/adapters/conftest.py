@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from hub.adapters.fhir_rest import build_fhir_router, install_fhir_error_handlers
 from hub.ports import Principal
+from tests.adapters.resource_fakes import FakeResourceStore
 from tests.fakes import FakeAuthenticator, FakeIngressWriter
 
 HOSPITAL_TOKEN = "hospital-a-token"
@@ -89,11 +90,21 @@ def make_authenticator() -> FakeAuthenticator:
     )
 
 
-def make_app(ingress: FakeIngressWriter, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+def make_app(
+    ingress: FakeIngressWriter,
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    store: FakeResourceStore | None = None,
+) -> FastAPI:
     """The FHIR router mounted at /fhir on a bare app, with the FHIR error handlers installed."""
     app = FastAPI()
     app.include_router(
-        build_fhir_router(authenticator=make_authenticator(), ingress=ingress, max_body_bytes=max_body_bytes),
+        build_fhir_router(
+            authenticator=make_authenticator(),
+            ingress=ingress,
+            store=store if store is not None else FakeResourceStore(),
+            max_body_bytes=max_body_bytes,
+        ),
         prefix="/fhir",
     )
     install_fhir_error_handlers(app)
@@ -102,16 +113,18 @@ def make_app(ingress: FakeIngressWriter, *, max_body_bytes: int = MAX_BODY_BYTES
 
 @dataclass
 class Edge:
-    """The HTTP client and the fake ingress behind it."""
+    """The HTTP client and the fakes behind it."""
 
     client: httpx.AsyncClient
     ingress: FakeIngressWriter
+    store: FakeResourceStore
 
 
 @pytest.fixture
 async def edge() -> AsyncIterator[Edge]:
-    """A client on a fresh app whose ingress acknowledges every write."""
+    """A client on a fresh app whose ingress acknowledges every write and whose store is empty."""
     ingress = FakeIngressWriter()
-    transport = httpx.ASGITransport(app=make_app(ingress))
+    store = FakeResourceStore()
+    transport = httpx.ASGITransport(app=make_app(ingress, store=store))
     async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as client:
-        yield Edge(client=client, ingress=ingress)
+        yield Edge(client=client, ingress=ingress, store=store)

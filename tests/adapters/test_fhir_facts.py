@@ -43,9 +43,16 @@ def test_facts_of_the_valid_referral() -> None:
             security_labels=("http://terminology.hl7.org/CodeSystem/v3-Confidentiality|R",),
             status="active",
             intent="order",
+            event_kind="referral",
         )
         == facts
     )
+
+
+def test_a_later_version_of_a_referral_is_a_referral_update() -> None:
+    """The first version of a ServiceRequest is a referral; every later version an update of it."""
+    facts = servicerequest_facts(referral(), sender="hosp-a", resource_id="id-1", first_version=False)
+    assert "referral-update" == facts.event_kind
 
 
 def test_two_hospitals_patient_1_never_collide() -> None:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ from tests.adapters.conftest import (
     valid_body,
     valid_service_request,
 )
+from tests.adapters.resource_fakes import FakeResourceStore
 from tests.fakes import FakeIngressWriter
 
 
@@ -240,7 +242,9 @@ async def test_authenticator_outage_is_503_not_401() -> None:
     ingress = FakeIngressWriter()
     app = FastAPI()
     app.include_router(
-        build_fhir_router(authenticator=DownAuthenticator(), ingress=ingress, max_body_bytes=MAX_BODY_BYTES),
+        build_fhir_router(
+            authenticator=DownAuthenticator(), ingress=ingress, store=FakeResourceStore(), max_body_bytes=MAX_BODY_BYTES
+        ),
         prefix="/fhir",
     )
     async with httpx.AsyncClient(
@@ -272,13 +276,20 @@ async def test_valid_referral_is_written_then_created(edge: Edge) -> None:
     expected_id = event_id("hosp-a", "ServiceRequest", posted)
     assert f"/fhir/ServiceRequest/{expected_id}/_history/1" == response.headers["location"]
     assert 'W/"1"' == response.headers["etag"]
+    assert response.headers["last-modified"].endswith(" GMT")
     assert FHIR_JSON == response.headers["content-type"]
     created = response.json()
+    last_updated = created["meta"].pop("lastUpdated")
     assert {
         **valid_service_request(),
         "id": expected_id,
-        "meta": {**valid_service_request()["meta"], "versionId": "1"},
+        "meta": {"versionId": "1", **valid_service_request()["meta"]},
     } == created
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", last_updated)
+    [stored] = edge.store.all_versions()
+    assert (expected_id, 1, "hosp-a", expected_id) == (
+        stored.resource_id, stored.version_id, stored.sender, stored.event_id
+    )
 
     assert 1 == len(edge.ingress.written)
     key, value, headers = edge.ingress.written[0]
@@ -306,13 +317,15 @@ async def test_valid_referral_is_written_then_created(edge: Edge) -> None:
             security_labels=("http://terminology.hl7.org/CodeSystem/v3-Confidentiality|R",),
             status="active",
             intent="order",
+            event_kind="referral",
         )
         == event.facts
     )
 
 
-async def test_same_bytes_twice_give_the_same_ce_id_and_location(edge: Edge) -> None:
-    """A retried create is recognisable downstream: same ce_id, same id; other bytes or sender differ."""
+async def test_same_bytes_twice_create_once_and_answer_the_same_location(edge: Edge) -> None:
+    """A retried create is answered like the first (201, same id) and writes nothing again; other bytes
+    or another sender are other resources."""
     posted = valid_body()
     first = await edge.client.post("/fhir/ServiceRequest", content=posted, headers=auth())
     second = await edge.client.post("/fhir/ServiceRequest", content=posted, headers=auth())
@@ -322,13 +335,15 @@ async def test_same_bytes_twice_give_the_same_ce_id_and_location(edge: Edge) -> 
     )
 
     ids = [headers["ce_id"] for _, _, headers in edge.ingress.written]
-    assert 4 == len(ids)
-    assert ids[0] == ids[1]
+    assert 3 == len(ids)
+    assert (201, 201) == (first.status_code, second.status_code)
     assert first.headers["location"] == second.headers["location"]
+    assert first.json() == second.json()
+    assert ids[0] != ids[1]
     assert ids[0] != ids[2]
-    assert ids[0] != ids[3]
-    assert b"hosp-b|urn:carehub:partner:hosp-b:Patient/123" == edge.ingress.written[3][0]
+    assert b"hosp-b|urn:carehub:partner:hosp-b:Patient/123" == edge.ingress.written[2][0]
     assert 201 == reformatted.status_code == other_sender.status_code
+    assert 3 == len(edge.store.all_versions())
 
 
 async def test_operator_submits_as_operator(edge: Edge) -> None:
@@ -368,7 +383,8 @@ async def test_client_supplied_id_and_version_are_replaced(edge: Edge) -> None:
     response = await edge.client.post("/fhir/ServiceRequest", content=posted, headers=auth())
     created = response.json()
     assert event_id("hosp-a", "ServiceRequest", posted) == created["id"]
-    assert {"versionId": "1", "lastUpdated": "2025-01-01T00:00:00Z"} == created["meta"]
+    assert "1" == created["meta"]["versionId"]
+    assert "2025-01-01T00:00:00Z" != created["meta"]["lastUpdated"]
     assert posted == decode(edge.ingress.written[0][1]).body.encode()
 
 
@@ -390,7 +406,8 @@ async def test_body_exactly_at_the_limit_is_accepted() -> None:
 
 
 async def test_metadata_is_an_accurate_r4_capability_statement_without_auth(edge: Edge) -> None:
-    """No token needed; valid R4; says exactly ServiceRequest create, nothing more."""
+    """No token needed; valid R4; says exactly what is implemented: six types with create, update,
+    read and vread (no search, no history, no delete), transaction, batch and $process-message."""
     response = await edge.client.get("/fhir/metadata")
     assert 200 == response.status_code
     assert FHIR_JSON == response.headers["content-type"]
@@ -399,15 +416,26 @@ async def test_metadata_is_an_accurate_r4_capability_statement_without_auth(edge
     assert "4.0.1" == statement["fhirVersion"]
     assert "http://hub.test/fhir" == statement["implementation"]["url"]
     assert ["server"] == [rest["mode"] for rest in statement["rest"]]
-    resources = statement["rest"][0]["resource"]
-    assert [("ServiceRequest", [{"code": "create"}])] == [(r["type"], r["interaction"]) for r in resources]
+    [rest] = statement["rest"]
+    assert [
+        (name, ["read", "vread", "update", "create"])
+        for name in ("ServiceRequest", "Task", "Encounter", "Patient", "Organization", "Practitioner")
+    ] == [(r["type"], [i["code"] for i in r["interaction"]]) for r in rest["resource"]]
+    assert all(r["conditionalCreate"] and r["updateCreate"] and not r["readHistory"] for r in rest["resource"])
+    assert all("searchParam" not in r and "searchInclude" not in r for r in rest["resource"])
+    assert ["transaction", "batch"] == [i["code"] for i in rest["interaction"]]
+    assert ["process-message"] == [o["name"] for o in rest["operation"]]
 
 
 @pytest.mark.parametrize(
     ("method", "path", "status", "code"),
     [
-        ("GET", "/fhir/Patient/1", 404, "not-supported"),
-        ("GET", "/fhir/ServiceRequest/abc", 404, "not-supported"),
+        ("GET", "/fhir/Patient/1", 404, "not-found"),
+        ("GET", "/fhir/ServiceRequest/abc", 404, "not-found"),
+        ("GET", "/fhir/Condition/abc", 404, "not-supported"),
+        ("GET", "/fhir/Patient/1/_history", 404, "not-supported"),
+        ("GET", "/fhir/Patient", 405, "not-supported"),
+        ("DELETE", "/fhir/Patient/1", 405, "not-supported"),
         ("GET", "/fhir/ServiceRequest", 405, "not-supported"),
         ("DELETE", "/fhir/metadata", 405, "not-supported"),
     ],

@@ -12,7 +12,11 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from hub.adapters.fhir_validation import FhirIssue, FhirValidationError
 from hub.adapters.operation_outcome import (
     AuthenticationRequired,
+    Forbidden,
     PayloadTooLarge,
+    PreconditionFailed,
+    ResourceConflict,
+    ResourceNotFound,
     UnsupportedMediaType,
     http_status_for,
     issue,
@@ -34,6 +38,14 @@ CASES: list[Any] = [
         AuthenticationRequired("bad token", code="unknown"), 401, "unknown", None, id="unknown-token"
     ),
     pytest.param(NotAuthorized("cbo"), 403, "forbidden", None, id="forbidden"),
+    pytest.param(
+        Forbidden("cbo", expression="Bundle.entry[0]"), 403, "forbidden", "Bundle.entry[0]", id="forbidden-at"
+    ),
+    pytest.param(ResourceNotFound("gone"), 404, "not-found", None, id="not-found"),
+    pytest.param(ResourceNotFound("Condition", code="not-supported"), 404, "not-supported", None, id="no-such-type"),
+    pytest.param(ResourceConflict("id taken", expression="Task.id"), 409, "conflict", "Task.id", id="conflict"),
+    pytest.param(PreconditionFailed("2 matches", code="multiple-matches"), 412, "multiple-matches", None, id="matches"),
+    pytest.param(PreconditionFailed("version 3 is current"), 412, "conflict", None, id="if-match"),
     pytest.param(PayloadTooLarge("big"), 413, "too-long", None, id="too-large"),
     pytest.param(UnsupportedMediaType("xml"), 415, "not-supported", None, id="media-type"),
     pytest.param(InvalidInput("not json", code="structure"), 400, "structure", None, id="unparseable"),

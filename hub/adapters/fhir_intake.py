@@ -1,0 +1,434 @@
+"""Accepting FHIR resources at the edge: decide what a create, update or read means, then do it in order.
+
+No FastAPI here: the HTTP router (``fhir_rest``), the Bundle processor (``fhir_bundle``) call
+:class:`Intake` with resources they already parsed and validated once (``fhir_validation``). Every
+write goes through two steps so a transaction can check all its entries before it writes any:
+
+1. **plan** (:meth:`Intake.plan_create`, :meth:`Intake.plan_update`): gather what the decision needs
+   from the store (the versions of the resource, the audit's deliveries, ``If-None-Exist`` matches),
+   apply the pure rules (``fhir_access``), extract the routing facts (``fhir_facts``) and build the
+   event and the version to store. Raises the precise error for anything unacceptable. Writes nothing.
+2. **commit** (:meth:`Intake.commit`): for each routed resource write its event to ``hub.ingress``
+   and wait for the broker's acknowledgement (acks=all), *then* store every version in one database
+   transaction. Only after both does the caller answer 2xx.
+
+Why broker first (ADR 0005): a 2xx must never be given for something the broker does not hold, and a
+read after a 2xx must find the resource. Writing the event first and storing second gives both without
+a pending state: if the broker fails nothing is stored (503); if the store fails after the broker
+acknowledged, the client gets 503 and retries, the retry carries the same ``ce_id`` (ids are derived
+from the sender and the bytes, and for updates from the version number, which the failed attempt did
+not consume), and downstream de-duplicates on it. At worst an event exists whose resource is not
+readable until the client retries; never a readable resource whose event was lost.
+
+Idempotency: a POST's id is the event id of its bytes, so resending the same bytes finds version 1 and
+answers it again (201, nothing written twice); a PUT of content identical to the current version is a
+no-op answered 200; ``If-None-Exist`` answers 200 with the one match, 412 with several.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from hub.adapters.fhir_access import (
+    DIRECTORY_TYPES,
+    ROUTED_TYPES,
+    SUPPORTED_TYPES,
+    check_may_create,
+    check_may_update,
+    is_participant,
+    readable_versions,
+    sender_of,
+)
+from hub.adapters.fhir_facts import (
+    encounter_facts,
+    encounter_view,
+    identifier_tokens,
+    partner_namespace,
+    patient_identifier_sources,
+    referral_issues,
+    servicerequest_facts,
+    task_facts,
+    task_focus,
+)
+from hub.adapters.fhir_store import NewVersion, ResourceStore, StoredVersion, stored_content
+from hub.adapters.fhir_validation import FhirIssue, FhirValidationError, reference_type
+from hub.adapters.operation_outcome import PreconditionFailed, ResourceConflict, ResourceNotFound
+from hub.control.resources import content_hash
+from hub.errors import InvalidInput
+from hub.events import CloudEvent, HubEvent, RoutingFacts, encode, event_id, event_type, now
+from hub.ports import IngressWriter, Principal
+
+#: Longest patient name (identifier or reference) the crosswalk can key on.
+PATIENT_SOURCE_MAX = 512
+_SUBJECT_ELEMENT = {"ServiceRequest": "subject", "Task": "for", "Encounter": "subject"}
+
+
+@dataclass(frozen=True, slots=True)
+class IngressRecord:
+    """One ``hub.ingress`` record, ready to write."""
+
+    key: bytes
+    value: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """What one create or update will do once committed.
+
+    ``write`` is None when nothing is to be written (a retried create, an update identical to the
+    current version, an ``If-None-Exist`` match); ``existing`` is then what the client gets back.
+    """
+
+    resource_type: str
+    resource_id: str
+    status: int
+    write: NewVersion | None = None
+    existing: StoredVersion | None = None
+    event: IngressRecord | None = None
+    facts: RoutingFacts | None = None
+
+
+@dataclass
+class BundleContext:
+    """What the entries of one Bundle know about each other.
+
+    ``patients`` maps the references by which entries name a Patient of the same Bundle (after the
+    hub assigned ids: ``Patient/<id>``) to its validated model; ``referral_patients`` maps
+    ``ServiceRequest/<id>`` of the Bundle's referrals to the patient their facts named (for a Task
+    without ``for``).
+    """
+
+    patients: dict[str, Any] = field(default_factory=dict)
+    referral_patients: dict[str, str] = field(default_factory=dict)
+
+
+def parse_if_none_exist(value: str) -> tuple[str | None, str]:
+    """``identifier=[system|]value`` (URL-encoded or not) -> ``(system, value)``; ``system`` None means any.
+
+    Raises ``InvalidInput`` (400) for anything else: the hub searches by identifier only, and a
+    condition it cannot evaluate must not silently create a duplicate.
+    """
+    # URL-decoded as a query, but '+' stays '+' (identifier values may contain it).
+    pairs = [part.partition("=") for part in value.strip().lstrip("?").split("&") if part]
+    pairs = [(urllib.parse.unquote(name), _, urllib.parse.unquote(given)) for name, _, given in pairs]
+    if len(pairs) != 1 or pairs[0][0] != "identifier" or not pairs[0][2]:
+        raise InvalidInput(
+            "If-None-Exist supports exactly one search parameter: identifier=[system|]value",
+            code="not-supported",
+        )
+    token = pairs[0][2]
+    if "|" not in token:
+        return None, token
+    system, _, identifier = token.partition("|")
+    if not identifier:
+        raise InvalidInput("If-None-Exist: identifier=system| needs a value after the bar", code="invalid")
+    return system, identifier
+
+
+def parse_if_match(value: str) -> int:
+    """``W/"3"``, ``"3"`` or ``3`` -> 3; raises ``InvalidInput`` (400) for anything else."""
+    text = value.strip().removeprefix("W/").strip('"')
+    if not (text.isascii() and text.isdigit() and len(text) <= 9) or int(text) == 0:
+        raise InvalidInput('If-Match must name a version, as in W/"3"', code="invalid")
+    return int(text)
+
+
+def check_supported(resource_type: str) -> None:
+    """Raise ``ResourceNotFound`` (404 ``not-supported``) for a type the edge does not serve."""
+    if resource_type not in SUPPORTED_TYPES:
+        raise ResourceNotFound(
+            f"this server does not serve that resource type; it serves {', '.join(SUPPORTED_TYPES)}",
+            code="not-supported",
+        )
+
+
+class Intake:
+    """Creates, updates and reads of the edge's resource types, over the ingress writer and the store."""
+
+    def __init__(self, *, ingress: IngressWriter, store: ResourceStore) -> None:
+        self._ingress = ingress
+        self._store = store
+
+    # --- plan ------------------------------------------------------------------------------------
+
+    async def plan_create(
+        self,
+        principal: Principal,
+        data: dict[str, Any],
+        model: Any,
+        *,
+        resource_id: str,
+        event_body: str,
+        if_none_exist: str | None = None,
+        context: BundleContext | None = None,
+    ) -> Planned:
+        """Plan a create of a validated resource under the server-assigned ``resource_id``.
+
+        ``event_body`` is the FHIR JSON text the event carries (the request bytes for a plain POST).
+        """
+        check_may_create(principal)
+        resource_type: str = data["resourceType"]
+        check_supported(resource_type)
+        sender = sender_of(principal)
+        if if_none_exist is not None:
+            match = await self.conditional_match(principal, resource_type, if_none_exist)
+            if match is not None:
+                return Planned(resource_type, match.resource_id, 200, existing=match)
+        content = stored_content(data, resource_id)
+        versions = await self._store.versions(resource_type, resource_id)
+        if versions:
+            first = versions[0]
+            if first.sender == sender and first.content_hash == content_hash(content):
+                return Planned(resource_type, resource_id, 201, existing=first)  # the same create, retried
+            raise ResourceConflict(f"a different {resource_type} already holds the id this content maps to")
+        return self._plan_write(
+            principal, data, model, resource_id=resource_id, content=content, versions=[],
+            event_id_=resource_id, event_body=event_body, status=201, context=context,
+            patient_fallback=await self._task_patient_fallback(principal, model, data, context),
+        )
+
+    async def plan_update(
+        self,
+        principal: Principal,
+        data: dict[str, Any],
+        model: Any,
+        *,
+        resource_id: str,
+        event_body: str,
+        if_match: int | None = None,
+        context: BundleContext | None = None,
+    ) -> Planned:
+        """Plan an update (or update-as-create) of ``resource_id`` with a validated resource.
+
+        The caller has checked that the body's ``id`` is ``resource_id``.
+        """
+        resource_type: str = data["resourceType"]
+        check_supported(resource_type)
+        versions = await self._store.versions(resource_type, resource_id)
+        current = versions[-1] if versions else None
+        if if_match is not None and (current is None or current.version_id != if_match):
+            raise PreconditionFailed(
+                f"If-Match names version {if_match}, but the current version is "
+                f"{current.version_id if current else 'none (the resource does not exist)'}"
+            )
+        delivered = await self._delivered_to(principal, versions)
+        check_may_update(principal, resource_type, versions, data, delivered=delivered)
+        content = stored_content(data, resource_id)
+        if current is not None and current.content_hash == content_hash(content):
+            return Planned(resource_type, resource_id, 200, existing=current)  # nothing changed
+        version_id = current.version_id + 1 if current else 1
+        body = event_body.encode("utf-8")
+        return self._plan_write(
+            principal, data, model, resource_id=resource_id, content=content, versions=versions,
+            event_id_=event_id(sender_of(principal), f"{resource_type}/{resource_id}/_history/{version_id}", body),
+            event_body=event_body, status=200 if versions else 201, context=context,
+            patient_fallback=await self._task_patient_fallback(principal, model, data, context),
+        )
+
+    def _plan_write(
+        self,
+        principal: Principal,
+        data: dict[str, Any],
+        model: Any,
+        *,
+        resource_id: str,
+        content: str,
+        versions: Sequence[StoredVersion],
+        event_id_: str,
+        event_body: str,
+        status: int,
+        context: BundleContext | None,
+        patient_fallback: str | None = None,
+    ) -> Planned:
+        resource_type: str = data["resourceType"]
+        sender = sender_of(principal)
+        # Relative references and system-less identifiers mean what the *creator* meant by them.
+        namespace = versions[0].sender if versions else sender
+        identifiers = identifier_tokens(model)
+        if resource_type in DIRECTORY_TYPES:
+            sources: tuple[str, ...] = ()
+            if resource_type == "Patient":
+                sources = (
+                    f"{partner_namespace(namespace)}:Patient/{resource_id}",
+                    *patient_identifier_sources(model, sender=namespace),
+                )
+            write = NewVersion(
+                resource_type=resource_type, resource_id=resource_id, sender=sender, content=content,
+                identifiers=identifiers, patient_sources=sources,
+            )
+            return Planned(resource_type, resource_id, status, write=write)
+        previous = orjson.loads(versions[-1].content) if versions else None
+        facts = self._facts(
+            model, namespace=namespace, resource_id=resource_id, previous=previous, context=context,
+            patient_fallback=patient_fallback,
+        ).model_copy(update={"sender": sender})
+        subject = _SUBJECT_ELEMENT[resource_type]
+        if previous is not None and versions[-1].patient_source and previous.get(subject) == data.get(subject):
+            # Same subject as the version before: the same patient, however it was resolved then
+            # (a Bundle-local Patient, the focus's referral), so every version of a resource is keyed alike.
+            facts = facts.model_copy(update={"patient_source": versions[-1].patient_source})
+        _check_patient_source(resource_type, facts.patient_source)
+        if resource_type == "ServiceRequest" and context is not None and facts.patient_source:
+            context.referral_patients[f"ServiceRequest/{resource_id}"] = facts.patient_source
+        # Encounter events are typed by what happened, like the HL7 v2 edge's (org.carehub.encounter.admit).
+        action = facts.event_kind if resource_type == "Encounter" and facts.event_kind else "submitted"
+        envelope = CloudEvent(
+            id=event_id_, source=f"/partners/{sender}", type=event_type(resource_type, action), subject=None, time=now()
+        )
+        record = IngressRecord(
+            key=f"{sender}|{facts.patient_source}".encode(),
+            value=encode(HubEvent(facts=facts, body=event_body)),
+            headers=envelope.to_headers(),
+        )
+        write = NewVersion(
+            resource_type=resource_type, resource_id=resource_id, sender=sender, content=content,
+            event_id=event_id_, patient_source=facts.patient_source, identifiers=identifiers,
+        )
+        return Planned(resource_type, resource_id, status, write=write, event=record, facts=facts)
+
+    def _facts(
+        self,
+        model: Any,
+        *,
+        namespace: str,
+        resource_id: str,
+        previous: Mapping[str, Any] | None,
+        context: BundleContext | None,
+        patient_fallback: str | None,
+    ) -> RoutingFacts:
+        resource_type = model.get_resource_type()
+        local = context.patients if context is not None else None
+        if resource_type == "ServiceRequest":
+            facts = servicerequest_facts(
+                model, sender=namespace, resource_id=resource_id, first_version=previous is None,
+                local_patients=local,
+            )
+            issues = referral_issues(model, facts)
+            if issues:
+                raise FhirValidationError(issues)
+            return facts
+        if resource_type == "Task":
+            return task_facts(
+                model, sender=namespace, resource_id=resource_id, first_version=previous is None,
+                patient_fallback=patient_fallback, local_patients=local,
+            )
+        if resource_type == "Encounter":
+            return encounter_facts(
+                model, sender=namespace, resource_id=resource_id,
+                previous=encounter_view(previous) if previous is not None else None, local_patients=local,
+            )
+        raise ValueError(f"{resource_type} is not a routed type ({', '.join(ROUTED_TYPES)})")  # pragma: no cover
+
+    async def _task_patient_fallback(
+        self, principal: Principal, model: Any, data: Mapping[str, Any], context: BundleContext | None
+    ) -> str | None:
+        """For a Task without ``for``: the patient of the ServiceRequest its ``focus`` names, if the caller
+        sent that ServiceRequest (in this Bundle, or earlier)."""
+        if data.get("resourceType") != "Task" or data.get("for") is not None:
+            return None
+        focus = task_focus(model)
+        if focus is None or reference_type(focus) != "ServiceRequest" or "://" in focus:
+            return None
+        if context is not None and focus in context.referral_patients:
+            return context.referral_patients[focus]
+        _, _, referral_id = focus.partition("/")
+        try:
+            versions = await self._store.versions("ServiceRequest", referral_id)
+        except InvalidInput:
+            return None
+        if not versions or not is_participant(principal, versions):
+            return None
+        return versions[-1].patient_source
+
+    async def conditional_match(
+        self, principal: Principal, resource_type: str, if_none_exist: str
+    ) -> StoredVersion | None:
+        """The one resource ``If-None-Exist`` matches among those the caller may read, or None.
+
+        Raises ``PreconditionFailed`` (412 ``multiple-matches``) when several match, ``InvalidInput``
+        (400) for a condition the hub cannot evaluate.
+        """
+        system, value = parse_if_none_exist(if_none_exist)
+        matches = []
+        for version in await self._store.find_by_identifier(resource_type, system, value):
+            versions = await self._store.versions(resource_type, version.resource_id)
+            visible = readable_versions(principal, versions, await self._delivered_to(principal, versions))
+            if visible:
+                matches.append(visible[-1])
+        if len(matches) > 1:
+            raise PreconditionFailed(
+                f"If-None-Exist matches {len(matches)} {resource_type} resources; make the condition more selective",
+                code="multiple-matches",
+            )
+        return matches[0] if matches else None
+
+    async def _delivered_to(self, principal: Principal, versions: Sequence[StoredVersion]) -> frozenset[str]:
+        if not versions or is_participant(principal, versions):
+            return frozenset()
+        events = [v.event_id for v in versions if v.event_id is not None]
+        return await self._store.delivered(sender_of(principal), events) if events else frozenset()
+
+    # --- commit ----------------------------------------------------------------------------------
+
+    async def commit(self, plans: Sequence[Planned]) -> list[StoredVersion]:
+        """Write every planned event (each acknowledged by the broker), then store every planned version
+        in one transaction; return the version each plan now answers with, in order."""
+        for plan in plans:
+            if plan.write is not None and plan.event is not None:
+                await self._ingress.write(key=plan.event.key, value=plan.event.value, headers=plan.event.headers)
+        writes = [plan.write for plan in plans if plan.write is not None]
+        saved = iter(await self._store.save(writes) if writes else [])
+        answered: list[StoredVersion] = []
+        for plan in plans:
+            if plan.write is not None:
+                answered.append(next(saved).version)
+            elif plan.existing is not None:
+                answered.append(plan.existing)
+            else:  # pragma: no cover - a plan always writes or answers with an existing version
+                raise ValueError("a plan with nothing to write and nothing to answer")
+        return answered
+
+    # --- read ------------------------------------------------------------------------------------
+
+    async def read(
+        self, principal: Principal, resource_type: str, resource_id: str, version_id: int | None = None
+    ) -> StoredVersion:
+        """The current (or the given) version the caller may read; ``ResourceNotFound`` otherwise."""
+        check_supported(resource_type)
+        try:
+            versions = await self._store.versions(resource_type, resource_id)
+        except InvalidInput as error:
+            raise ResourceNotFound(f"there is no {resource_type} with that id") from error
+        visible = readable_versions(principal, versions, await self._delivered_to(principal, versions))
+        if not visible:
+            raise ResourceNotFound(f"there is no {resource_type} with that id (or you may not read it)")
+        if version_id is None:
+            return visible[-1]
+        for version in visible:
+            if version.version_id == version_id:
+                return version
+        raise ResourceNotFound(f"there is no version {version_id} of that {resource_type} that you may read")
+
+
+def _check_patient_source(resource_type: str, source: str | None) -> None:
+    """A patient name the crosswalk cannot hold would be dead-lettered later: refuse it now (422)."""
+    if source is None:
+        return
+    if len(source) > PATIENT_SOURCE_MAX or any(ord(char) < 32 or ord(char) == 127 for char in source):
+        element = f"{resource_type}.{_SUBJECT_ELEMENT.get(resource_type, 'subject')}"
+        raise FhirValidationError(
+            [
+                FhirIssue(
+                    "value",
+                    f"{element}: the patient's identifier or reference is longer than {PATIENT_SOURCE_MAX} "
+                    "characters or contains control characters; the hub cannot key events on it",
+                    element,
+                )
+            ]
+        )

@@ -1,0 +1,461 @@
+"""The inbound HL7 v2 edge: ADT messages over MLLP, on python-hl7's asyncio MLLP stream classes.
+
+Wiring (the composition root)::
+
+    server = await start_mllp_server(
+        host=settings.mllp_host, port=settings.mllp_port,
+        ingress=publisher,                 # hub.ports.IngressWriter: returns after the broker acked
+        hospitals=facility_directory,      # HospitalDirectory: MSH-4 -> hospital partner id
+    )
+    ...
+    await server.stop()                    # stop accepting, finish in-flight messages, close peers
+
+What a peer gets, per MLLP frame (``<VT> message <FS><CR>``), always in the order the frames came:
+
+* ``AA`` only after :meth:`hub.ports.IngressWriter.write` returned, i.e. after the broker
+  acknowledged the event on ``hub.ingress``; MSA-2 echoes MSH-10;
+* ``AR``/``AE`` with an ERR segment naming segment and field for a message the hub refuses (see
+  :mod:`hub.adapters.hl7_adt`), and ``AR`` 103 at MSH-4 when MSH-4 names no registered hospital;
+* ``AE`` 207 when the broker (or the facility directory) did not answer: nothing was stored, the
+  sender should send the message again (see :data:`TRANSIENT_FAILURE_ACK`);
+* a retransmission - same sender, same MSH-10, same segments (MSH-7 may differ) - is answered
+  ``AA`` again without a second write: its ``ce_id`` (:func:`hub.adapters.hl7_adt.adt_event_id`) is
+  the same, and :class:`AcknowledgedMessages` remembers the ce_ids already acknowledged. The default
+  memory, :class:`RecentlyAcknowledged`, is bounded and in process; after a restart or an eviction a
+  retransmission is written again with the *same* ``ce_id``, and the pipeline's ce_id-idempotent
+  numbering keeps it from reaching a partner twice. A control id reused for a *different* message
+  is a new message (new ce_id), never a silently dropped "duplicate".
+
+Where python-hl7's ``hl7.mllp`` falls short, and what this module does instead:
+
+* ``MLLPStreamReader.readblock`` raises ``InvalidBlockError`` and drops the block when anything
+  precedes ``<VT>`` (senders that put a line end between frames exist): here bytes before the last
+  ``<VT>`` of a block are ignored, as MLLP release 2 says; a block with no ``<VT>`` at all is
+  answered ``AR`` 100 and the connection stays open;
+* on a frame longer than the reader's limit it clears its buffer and raises ``ValueError``, after
+  which the rest of that frame would be read as garbage: here the peer gets ``AR`` 104 (MSA-2 from
+  the frame's MSH when it can be read) and the connection is closed. The per-connection buffer is
+  bounded by the stream limit (``max_message_bytes``): a 20 MB frame never sits in memory;
+* ``readmessage`` decodes ASCII and parses with ``hl7.parse`` (CR-only segments; it logs field
+  values, i.e. PHI, on odd escape sequences): frames are handed on as bytes to
+  :func:`hub.adapters.hl7_adt.parse_message`;
+* ``start_hl7_server`` does not keep references to the connection tasks (so they cannot be awaited
+  or cancelled on shutdown): :func:`start_mllp_server` builds the same ``HL7StreamReader`` /
+  ``HL7StreamProtocol`` / ``HL7StreamWriter`` stack itself and tracks each connection.
+
+MLLP carries no credentials: MSH-4 says which hospital a message claims to come from, it does not
+prove it. Expose the listener only on a network that authenticates the peer (site-to-site VPN,
+stunnel/TLS with client certificates); see ``docs/adr/0004-hl7v2-leniency.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from typing import Any, Final, Literal, Protocol
+
+import structlog
+from hl7.mllp import HL7StreamProtocol, HL7StreamReader, HL7StreamWriter
+
+from hub.adapters.hl7_adt import (
+    AdtMessage,
+    ErrorDetail,
+    ErrorLocation,
+    Hl7Error,
+    ack,
+    adt_event_id,
+    map_adt,
+    parse_message,
+)
+from hub.errors import HubError, RetryableError
+from hub.events import CloudEvent, encode, now
+from hub.ports import IngressWriter
+
+log = structlog.get_logger(__name__)
+
+START_BLOCK: Final = b"\x0b"
+END_BLOCK: Final = b"\x1c\x0d"
+#: The acknowledgment code when the hub could not store a valid message (broker or directory down).
+#: HL7 table 0008 reads AR as "failed for a reason unrelated to content"; CareHub answers AE with
+#: ERR-3 207 as its contract says - either way the message was not stored and must be resent.
+TRANSIENT_FAILURE_ACK: Final[Literal["AE", "AR"]] = "AE"
+#: Bytes of an oversize frame kept to read its MSH for the AR.
+_HEAD_BYTES: Final = 4096
+#: After refusing an oversize frame: how long the rest of it is read and discarded before closing.
+_LINGER_SECONDS: Final = 1.0
+
+
+class HospitalDirectory(Protocol):
+    """Which registered hospital partner sends under an MSH-4 sending facility (control-plane port)."""
+
+    async def hospital_for_facility(self, facility: str) -> str | None:
+        """The partner id of the hospital registered for ``facility``, or ``None``.
+
+        ``facility`` is :attr:`hub.adapters.hl7_adt.MessageHeader.facility_key`: the MSH-4 components
+        joined by ``^`` without trailing empty ones (``GHH`` or ``GHHS^2.16.840.1.1^ISO``).
+        Raise :class:`hub.errors.StoreUnavailable` when the directory cannot answer (-> AE 207).
+        """
+        ...
+
+
+class AcknowledgedMessages(Protocol):
+    """Memory of the event ids (``ce_id``) of messages already acknowledged ``AA``."""
+
+    async def contains(self, event_id: str) -> bool:
+        """True when a message with this event id was acknowledged AA."""
+        ...
+
+    async def add(self, event_id: str) -> None:
+        """Record a message that was just acknowledged AA."""
+        ...
+
+
+class RecentlyAcknowledged:
+    """The last ``capacity`` acknowledged event ids, in memory (least recently used evicted first).
+
+    About 150 bytes an entry: the default 65 536 entries hold well over a day of a busy hospital feed.
+    """
+
+    def __init__(self, capacity: int = 65_536) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    async def contains(self, event_id: str) -> bool:
+        """See :meth:`AcknowledgedMessages.contains`."""
+        if event_id not in self._ids:
+            return False
+        self._ids.move_to_end(event_id)
+        return True
+
+    async def add(self, event_id: str) -> None:
+        """See :meth:`AcknowledgedMessages.add`."""
+        self._ids[event_id] = None
+        self._ids.move_to_end(event_id)
+        while len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+
+
+@dataclass(eq=False)
+class _Turn:
+    """Serialises the handling of one event id; dropped when nobody holds or awaits it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+@dataclass
+class AdtIntake:
+    """One frame in, one acknowledgment out: the MLLP edge without the sockets (unit-testable).
+
+    Messages with the same event id are handled one at a time, so a retransmission racing its
+    original on another connection still produces a single write.
+    """
+
+    ingress: IngressWriter
+    hospitals: HospitalDirectory
+    acknowledged: AcknowledgedMessages = field(default_factory=RecentlyAcknowledged)
+    max_message_bytes: int = 1_048_576
+    local_timezone: tzinfo | None = None
+    validate: bool = False
+    _turns: dict[str, _Turn] = field(default_factory=dict, init=False, repr=False)
+
+    async def handle(self, frame: bytes) -> bytes:
+        """The acknowledgment (ER7 bytes, unframed) of one message; never raises except on cancellation."""
+        try:
+            return await self._handle(frame)
+        except Exception as exc:  # noqa: BLE001 - a bug must cost one AE, never the connection or the listener
+            log.error("mllp.internal_error", error=type(exc).__name__)  # noqa: TRY400 - a traceback may hold PHI
+            return ack(frame, "AE", ErrorDetail(207, None, "the hub could not process the message; send it again"))
+
+    async def _handle(self, frame: bytes) -> bytes:
+        try:
+            message = parse_message(frame, max_bytes=self.max_message_bytes)
+        except Hl7Error as error:
+            return _refused(frame, error, sender=None)
+        try:
+            sender = await self.hospitals.hospital_for_facility(message.header.facility_key)
+        except HubError as exc:
+            return _transient(message, exc, sender=None)
+        if sender is None:
+            unknown = Hl7Error(
+                "MSH-4 (sending facility) names no hospital registered with this hub",
+                hl7_code=103,
+                location=ErrorLocation("MSH", 4),
+                ack_code="AR",
+            )
+            return _refused(message, unknown, sender=None)
+        ce_id = adt_event_id(sender, message)
+        turn = self._turns.setdefault(ce_id, _Turn())
+        turn.users += 1
+        try:
+            async with turn.lock:
+                return await self._accept(message, sender, ce_id)
+        finally:
+            turn.users -= 1
+            if turn.users == 0:
+                del self._turns[ce_id]
+
+    async def _accept(self, message: AdtMessage, sender: str, ce_id: str) -> bytes:
+        try:
+            if await self.acknowledged.contains(ce_id):
+                log.info("mllp.retransmission", sender=sender, event_id=ce_id, status="AA")
+                return ack(message, "AA")
+        except HubError as exc:
+            return _transient(message, exc, sender=sender)
+        try:
+            mapped = map_adt(message, sender=sender, local_timezone=self.local_timezone, validate=self.validate)
+        except Hl7Error as error:
+            return _refused(message, error, sender=sender)
+        envelope = CloudEvent(id=mapped.event_id, source=f"/partners/{sender}", type=mapped.event_type, time=now())
+        try:
+            await self.ingress.write(key=mapped.key, value=encode(mapped.event), headers=envelope.to_headers())
+        except HubError as exc:
+            return _transient(message, exc, sender=sender)
+        try:
+            await self.acknowledged.add(ce_id)
+        except HubError:  # stored already; a retransmission keeps its ce_id and is de-duplicated downstream
+            log.warning("mllp.remember_failed", sender=sender, event_id=ce_id)
+        log.info("mllp.accepted", sender=sender, event_id=ce_id, status="AA")
+        return ack(message, "AA")
+
+
+def _refused(message: bytes | AdtMessage, error: Hl7Error, *, sender: str | None) -> bytes:
+    log.info("mllp.refused", sender=sender, status=error.ack_code, error=error.hl7_code, reason=error.expression)
+    return ack(message, error.ack_code, error)
+
+
+def _transient(message: AdtMessage, exc: HubError, *, sender: str | None) -> bytes:
+    retryable = isinstance(exc, RetryableError)
+    log.warning("mllp.not_stored", sender=sender, status=TRANSIENT_FAILURE_ACK, error=type(exc).__name__)
+    text = (
+        "the hub could not store the message right now; send it again"
+        if retryable
+        else "the hub could not process the message; send it again"
+    )
+    return ack(message, TRANSIENT_FAILURE_ACK, ErrorDetail(207, None, text))
+
+
+# --- framing ----------------------------------------------------------------------------------
+
+
+class FrameTooLarge(Exception):
+    """A frame exceeded the limit; ``head`` holds its first bytes (to answer its MSH)."""
+
+    def __init__(self, head: bytes) -> None:
+        super().__init__("MLLP frame larger than the limit")
+        self.head = head
+
+
+class NotAFrame(Exception):
+    """A block ended by ``<FS><CR>`` that never started with ``<VT>``; ``block`` is its content."""
+
+    def __init__(self, block: bytes) -> None:
+        super().__init__("MLLP block without a start block character")
+        self.block = block
+
+
+class MllpFrameReader(HL7StreamReader):  # type: ignore[misc]  # python-hl7 ships no type hints
+    """python-hl7's ``HL7StreamReader`` with a lenient, bounded :meth:`read_frame`."""
+
+    async def read_frame(self) -> bytes:
+        """The content of the next frame (between ``<VT>`` and ``<FS><CR>``).
+
+        Raises ``asyncio.IncompleteReadError`` at end of stream (also mid-frame), :class:`FrameTooLarge`
+        when no frame end comes within the limit, :class:`NotAFrame` for a block without ``<VT>``.
+        """
+        try:
+            block: bytes = await self.readuntil(END_BLOCK)
+        except asyncio.LimitOverrunError:
+            head: bytes = await self.read(_HEAD_BYTES)
+            raise FrameTooLarge(head) from None
+        start = block.rfind(START_BLOCK)
+        if start < 0:
+            raise NotAFrame(block[: -len(END_BLOCK)])
+        return block[start + 1 : -len(END_BLOCK)]
+
+
+# --- the server -------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Connection:
+    task: asyncio.Task[None] | None = None
+    reading: bool = True
+
+
+@dataclass
+class _Connections:
+    open: set[_Connection] = field(default_factory=set)
+    closing: bool = False
+
+
+class MllpServer:
+    """A running MLLP listener: its address, and :meth:`stop`. Use as ``async with`` to stop on exit."""
+
+    def __init__(self, server: asyncio.Server, connections: _Connections, intake: AdtIntake) -> None:
+        self.server = server
+        self.intake = intake
+        self._connections = connections
+        self._port = int(server.sockets[0].getsockname()[1])
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (useful with ``port=0``); still known after :meth:`stop`."""
+        return self._port
+
+    @property
+    def connection_count(self) -> int:
+        """Connections currently open."""
+        return len(self._connections.open)
+
+    async def stop(self, *, grace: float = 5.0) -> None:
+        """Stop accepting; let messages already being processed get their ACK (up to ``grace``
+        seconds); close every connection. A message cut off gets no ACK, so its sender resends it."""
+        self.server.close()
+        self._connections.closing = True
+        for connection in list(self._connections.open):
+            if connection.reading and connection.task is not None:
+                connection.task.cancel()
+        tasks = [c.task for c in self._connections.open if c.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self.server.wait_closed()
+
+    async def __aenter__(self) -> MllpServer:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+
+async def start_mllp_server(
+    *,
+    host: str,
+    port: int,
+    ingress: IngressWriter,
+    hospitals: HospitalDirectory,
+    acknowledged: AcknowledgedMessages | None = None,
+    max_message_bytes: int = 1_048_576,
+    max_connections: int = 256,
+    idle_timeout: float | None = None,
+    local_timezone: tzinfo | None = None,
+    validate: bool = False,
+) -> MllpServer:
+    """Listen for HL7 v2 ADT over MLLP on ``host:port`` (``port=0``: any free port, see ``.port``).
+
+    * ``ingress`` writes each accepted event to ``hub.ingress`` (AA after it returned);
+    * ``hospitals`` maps MSH-4 to the sending hospital partner;
+    * ``acknowledged`` remembers the ce_ids acknowledged AA (retransmissions are answered AA without
+      a write); default a fresh :class:`RecentlyAcknowledged` (share one between listeners of a hub);
+    * ``max_message_bytes`` bounds one frame and so each connection's buffer (a longer frame: AR 104,
+      connection closed); ``max_connections`` bounds concurrent connections (more are closed at once);
+    * ``idle_timeout`` closes a connection that completes no frame for that many seconds (``None``:
+      never; MLLP senders commonly hold a connection open for days);
+    * ``local_timezone``: the hospitals' time zone, for HL7 times without a UTC offset (``None``:
+      keep only their date); ``validate``: also check each generated Encounter with the R4B model
+      (off: valid by construction and proven by the tests; see :mod:`hub.adapters.hl7_adt`).
+    """
+    intake = AdtIntake(
+        ingress=ingress,
+        hospitals=hospitals,
+        acknowledged=acknowledged if acknowledged is not None else RecentlyAcknowledged(),
+        max_message_bytes=max_message_bytes,
+        local_timezone=local_timezone,
+        validate=validate,
+    )
+    connections = _Connections()
+    loop = asyncio.get_running_loop()
+
+    def protocol_factory() -> Any:
+        reader = MllpFrameReader(limit=max_message_bytes + 1, loop=loop)
+        connection = _Connection()
+
+        def connected(frames: MllpFrameReader, writer: HL7StreamWriter) -> None:
+            if len(connections.open) >= max_connections or connections.closing:
+                log.warning("mllp.connection_refused", count=len(connections.open))
+                writer.close()
+                return
+            connections.open.add(connection)
+            serving = _serve(intake, connections, connection, frames, writer, idle_timeout=idle_timeout)
+            connection.task = loop.create_task(serving)
+            connection.task.add_done_callback(lambda _: connections.open.discard(connection))
+
+        return HL7StreamProtocol(reader, connected, loop=loop)
+
+    server = await loop.create_server(protocol_factory, host, port)
+    log.info("mllp.listening", port=int(server.sockets[0].getsockname()[1]))
+    return MllpServer(server, connections, intake)
+
+
+async def _serve(
+    intake: AdtIntake,
+    connections: _Connections,
+    connection: _Connection,
+    frames: MllpFrameReader,
+    writer: HL7StreamWriter,
+    *,
+    idle_timeout: float | None,
+) -> None:
+    """One connection: read a frame, answer it, repeat, until the peer leaves or misbehaves."""
+    try:
+        while not connections.closing:
+            connection.reading = True
+            try:
+                frame = await _next_frame(frames, idle_timeout)
+            except NotAFrame as garbage:
+                connection.reading = False
+                detail = ErrorDetail(100, None, "an MLLP frame starts with <VT> (0x0B) and ends with <FS><CR>")
+                await _send(writer, ack(garbage.block, "AR", detail))
+                continue
+            except FrameTooLarge as large:
+                connection.reading = False
+                limit = intake.max_message_bytes
+                body = large.head[large.head.find(START_BLOCK) + 1 :]
+                await _send(writer, ack(body, "AR", ErrorDetail(104, None, f"the frame is larger than {limit} bytes")))
+                log.warning("mllp.frame_too_large", status="AR")
+                await _linger(frames, writer)
+                break
+            connection.reading = False
+            await _send(writer, await intake.handle(frame))
+    except (asyncio.IncompleteReadError, TimeoutError):
+        pass  # the peer closed (maybe mid-frame) or stayed silent too long
+    except (ConnectionError, OSError) as exc:
+        log.info("mllp.connection_lost", error=type(exc).__name__)
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+async def _linger(frames: MllpFrameReader, writer: HL7StreamWriter) -> None:
+    """Half-close and discard what the peer still sends for a moment, so it can read our AR before
+    the close (closing with unread input would reset the connection and could lose the AR)."""
+    if writer.can_write_eof():
+        writer.write_eof()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_LINGER_SECONDS):
+            while await frames.read(65_536):
+                pass
+
+
+async def _next_frame(frames: MllpFrameReader, idle_timeout: float | None) -> bytes:
+    if idle_timeout is None:
+        return await frames.read_frame()
+    async with asyncio.timeout(idle_timeout):
+        return await frames.read_frame()
+
+
+async def _send(writer: HL7StreamWriter, acknowledgment: bytes) -> None:
+    writer.writeblock(acknowledgment)
+    await writer.drain()

@@ -1,0 +1,380 @@
+"""The FHIR resource store: every version of every resource the FHIR edge accepted.
+
+Holds the value objects :class:`StoredVersion`, :class:`NewVersion` and :class:`Saved`, the functions
+that read and write the ``resources`` and ``resource_identifiers`` tables through the session they are
+given, and :class:`SqlResourceStore`, the FHIR edge's ``ResourceStore`` port on a session factory. It
+also links the identifiers of a stored Patient into the identity crosswalk (``patient_identities``), in
+the same transaction as the Patient itself.
+
+Versions: the current version of ``(type, id)`` is the highest ``version_id``. A new version is written
+with one ``INSERT ... SELECT max(version_id) + 1 ... WHERE NOT EXISTS (current version with the same
+content hash)``, so
+
+* storing content identical to the current version is a no-op (``Saved.written`` is False): a retried
+  request never creates a second version;
+* the write is the first statement of its transaction, so on SQLite concurrent writers queue on the
+  busy handler (ADR 0003); on PostgreSQL the transaction first takes a transaction-scoped advisory
+  lock per resource (in a fixed order, so two multi-resource saves cannot deadlock), so writers of one
+  resource queue instead of colliding. Should two writers still pick the same number, the loser
+  retries the whole transaction (at most :data:`MAX_SAVE_ATTEMPTS` times).
+
+Identifiers are indexed for the current version only (``If-None-Exist: identifier=...`` matches what a
+resource says now). Values longer than the columns are not indexed rather than refused. Patient
+identifiers and references are PHI: they never appear in an error message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from sqlalchemy import Integer, String, Table, Text, delete, exists, func, insert, literal, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.dml import Insert
+
+from hub.control import audit
+from hub.control.crosswalk import SOURCE_MAX, new_hub_patient_id
+from hub.control.models import PatientIdentityRow, ResourceIdentifierRow, ResourceRow
+from hub.control.sqltypes import UTCDateTime, utc_now
+from hub.control.store_errors import guarded
+from hub.control.upsert import insert_ignoring_conflicts
+from hub.control.validation import require_text
+from hub.errors import InvalidInput, StoreUnavailable
+
+MAX_SAVE_ATTEMPTS: Final = 5
+IDENTIFIER_MAX: Final = 512
+_RESOURCES: Table = ResourceRow.__table__  # type: ignore[assignment]  # declarative tables are Tables
+_IDENTIFIERS: Table = ResourceIdentifierRow.__table__  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """One stored version of a resource (``content`` without ``meta.versionId``/``meta.lastUpdated``)."""
+
+    resource_type: str
+    resource_id: str
+    version_id: int
+    last_updated: datetime
+    sender: str
+    content: str
+    content_hash: str
+    event_id: str | None = None
+    patient_source: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewVersion:
+    """A version to store. ``identifiers`` are ``(system, value)`` pairs (``""`` for no system);
+    ``patient_sources`` are crosswalk sources that all name this one patient (Patient resources only)."""
+
+    resource_type: str
+    resource_id: str
+    sender: str
+    content: str
+    event_id: str | None = None
+    patient_source: str | None = None
+    identifiers: tuple[tuple[str, str], ...] = ()
+    patient_sources: tuple[str, ...] = ()
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 (hex) of ``content``."""
+        return content_hash(self.content)
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """The outcome of storing one :class:`NewVersion`: the current version, and whether this call wrote it."""
+
+    version: StoredVersion
+    written: bool
+
+
+def content_hash(content: str) -> str:
+    """SHA-256 (hex) of the stored JSON text."""
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()
+
+
+def _stored(row: ResourceRow) -> StoredVersion:
+    return StoredVersion(
+        resource_type=row.resource_type,
+        resource_id=row.resource_id,
+        version_id=row.version_id,
+        last_updated=row.last_updated,
+        sender=row.sender,
+        content=row.content,
+        content_hash=row.content_hash,
+        event_id=row.event_id,
+        patient_source=row.patient_source,
+    )
+
+
+def _check_key(resource_type: str, resource_id: str) -> None:
+    require_text("resource_type", resource_type, 64)
+    require_text("resource_id", resource_id, 64)
+
+
+async def versions(session: AsyncSession, resource_type: str, resource_id: str) -> list[StoredVersion]:
+    """Every stored version of ``(resource_type, resource_id)``, oldest first (empty when unknown)."""
+    _check_key(resource_type, resource_id)
+    statement = (
+        select(ResourceRow)
+        .where(ResourceRow.resource_type == resource_type, ResourceRow.resource_id == resource_id)
+        .order_by(ResourceRow.version_id)
+    )
+    async with guarded(session, "read_resource"):
+        rows = (await session.scalars(statement)).all()
+    return [_stored(row) for row in rows]
+
+
+async def _current(session: AsyncSession, resource_type: str, resource_id: str) -> ResourceRow | None:
+    statement = (
+        select(ResourceRow)
+        .where(ResourceRow.resource_type == resource_type, ResourceRow.resource_id == resource_id)
+        .order_by(ResourceRow.version_id.desc())
+        .limit(1)
+    )
+    return (await session.scalars(statement)).first()
+
+
+async def find_by_identifier(
+    session: AsyncSession, resource_type: str, system: str | None, value: str
+) -> list[StoredVersion]:
+    """Current versions of ``resource_type`` whose identifiers match the token ``system|value``.
+
+    ``system`` None matches any system; ``""`` matches identifiers without a system (FHIR token search).
+    """
+    require_text("resource_type", resource_type, 64)
+    if not value or len(value) > IDENTIFIER_MAX or (system is not None and len(system) > IDENTIFIER_MAX):
+        return []
+    ids = ResourceIdentifierRow
+    statement = select(ids.resource_id).where(ids.resource_type == resource_type, ids.id_value == value)
+    if system is not None:
+        statement = statement.where(ids.id_system == system)
+    async with guarded(session, "find_resource_by_identifier"):
+        matched = sorted(set((await session.scalars(statement.distinct())).all()))
+        found = [await _current(session, resource_type, resource_id) for resource_id in matched]
+    return [_stored(row) for row in found if row is not None]
+
+
+def _insert_if_changed(write: NewVersion, now: datetime) -> Insert:
+    """``INSERT`` the next version of ``write``'s resource unless its current version has the same content."""
+    key = (write.resource_type, write.resource_id)
+    latest = _RESOURCES.alias("latest")
+    newest = (
+        select(func.max(latest.c.version_id))
+        .where(latest.c.resource_type == key[0], latest.c.resource_id == key[1])
+        .scalar_subquery()
+    )
+    same = _RESOURCES.alias("same")
+    unchanged = exists().where(
+        same.c.resource_type == key[0],
+        same.c.resource_id == key[1],
+        same.c.version_id == newest,
+        same.c.content_hash == write.content_hash,
+    )
+    previous = _RESOURCES.alias("previous")
+    next_version = (
+        select(func.coalesce(func.max(previous.c.version_id), 0) + 1)
+        .where(previous.c.resource_type == key[0], previous.c.resource_id == key[1])
+        .scalar_subquery()
+    )
+    source = select(
+        literal(write.resource_type, String()),
+        literal(write.resource_id, String()),
+        next_version.cast(Integer()),
+        literal(now, UTCDateTime()),
+        literal(write.sender, String()),
+        literal(write.content, Text()),
+        literal(write.content_hash, String()),
+        literal(write.event_id, String()),
+        literal(write.patient_source, String()),
+    ).where(~unchanged)
+    columns = [
+        "resource_type",
+        "resource_id",
+        "version_id",
+        "last_updated",
+        "sender",
+        "content",
+        "content_hash",
+        "event_id",
+        "patient_source",
+    ]
+    return insert(_RESOURCES).from_select(columns, source)
+
+
+async def _replace_identifiers(session: AsyncSession, write: NewVersion) -> None:
+    await session.execute(
+        delete(_IDENTIFIERS).where(
+            _IDENTIFIERS.c.resource_type == write.resource_type, _IDENTIFIERS.c.resource_id == write.resource_id
+        )
+    )
+    pairs = {
+        (system, value)
+        for system, value in write.identifiers
+        if value and len(value) <= IDENTIFIER_MAX and len(system) <= IDENTIFIER_MAX
+    }
+    if pairs:
+        await session.execute(
+            insert(_IDENTIFIERS),
+            [
+                {
+                    "resource_type": write.resource_type,
+                    "resource_id": write.resource_id,
+                    "id_system": system,
+                    "id_value": value,
+                }
+                for system, value in sorted(pairs)
+            ],
+        )
+
+
+def _usable_sources(sources: Sequence[str]) -> list[str]:
+    usable = []
+    for source in dict.fromkeys(sources):
+        try:
+            require_text("source", source, SOURCE_MAX)
+        except InvalidInput:
+            continue  # an identifier the crosswalk cannot hold is simply not linked
+        usable.append(source)
+    return usable
+
+
+async def _link(session: AsyncSession, sources: Sequence[str]) -> str | None:
+    """Map every source to one hub patient id: the one the first already-known source has, else a new one.
+
+    Sources already mapped to another hub patient keep their mapping (no automatic merge of two
+    patients the hub already tells apart). Returns the hub patient id, or None when nothing is usable.
+    """
+    usable = _usable_sources(sources)
+    if not usable:
+        return None
+    statement = select(PatientIdentityRow.source, PatientIdentityRow.hub_patient_id).where(
+        PatientIdentityRow.source.in_(usable)
+    )
+    known = {row.source: row.hub_patient_id for row in (await session.execute(statement)).all()}
+    hub_patient_id = next((known[s] for s in usable if s in known), None) or new_hub_patient_id()
+    missing = [
+        {"source": s, "hub_patient_id": hub_patient_id, "created_at": utc_now()} for s in usable if s not in known
+    ]
+    if missing:
+        dialect = session.get_bind().dialect.name
+        await session.execute(insert_ignoring_conflicts(dialect, PatientIdentityRow, missing, ["source"]))
+    return hub_patient_id
+
+
+def _validate(write: NewVersion) -> None:
+    _check_key(write.resource_type, write.resource_id)
+    require_text("sender", write.sender, 63)
+    require_text("content", write.content, 50_000_000, single_line=False)
+    if write.event_id is not None:
+        require_text("event_id", write.event_id, 255)
+    if write.patient_source is not None:
+        require_text("patient_source", write.patient_source, SOURCE_MAX)
+
+
+async def save_versions(session: AsyncSession, writes: Sequence[NewVersion]) -> list[Saved]:
+    """Store ``writes`` in one transaction, in order; each becomes a new version unless unchanged. Commits.
+
+    All or nothing: either every write is stored (and every Patient's sources linked) or none is.
+    Raises ``StoreUnavailable`` when the database does not answer or concurrent writers kept winning.
+    """
+    for write in writes:
+        _validate(write)
+    if not writes:
+        return []
+    for _attempt in range(MAX_SAVE_ATTEMPTS):
+        try:
+            return await _save_once(session, writes)
+        except IntegrityError:
+            continue  # a concurrent writer took the same version number; read again and retry
+    raise StoreUnavailable("concurrent updates of the same resource kept colliding during save_resources; retry")
+
+
+def _lock_key(resource_type: str, resource_id: str) -> int:
+    """A signed 64-bit advisory-lock key for one resource (PostgreSQL serialises its writers on it)."""
+    digest = hashlib.sha256(f"carehub/resources/{resource_type}/{resource_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+async def _save_once(session: AsyncSession, writes: Sequence[NewVersion]) -> list[Saved]:
+    moment = utc_now()
+    now = moment.replace(microsecond=moment.microsecond // 1000 * 1000)  # FHIR instants in milliseconds
+    saved: list[Saved] = []
+    async with guarded(session, "save_resources"):
+        if session.get_bind().dialect.name == "postgresql":
+            for key in sorted({_lock_key(w.resource_type, w.resource_id) for w in writes}):
+                await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        for write in writes:
+            result = await session.execute(_insert_if_changed(write, now))
+            written = bool(getattr(result, "rowcount", 0))
+            row = await _current(session, write.resource_type, write.resource_id)
+            if row is None:  # pragma: no cover - the row written or matched above cannot vanish in-transaction
+                raise StoreUnavailable("a stored resource disappeared during save_resources; retry")
+            if written:
+                await _replace_identifiers(session, write)
+            saved.append(Saved(version=_stored(row), written=written))
+        for write in writes:
+            if write.patient_sources:
+                await _link(session, write.patient_sources)
+        await session.commit()
+    return saved
+
+
+async def link_patient_sources(session: AsyncSession, groups: Sequence[Sequence[str]]) -> None:
+    """Link each group of crosswalk sources (the identifiers of one patient) to one hub patient id. Commits."""
+    if not any(groups):
+        return
+    async with guarded(session, "link_patient_sources"):
+        for sources in groups:
+            await _link(session, sources)
+        await session.commit()
+
+
+async def delivered_event_ids(session: AsyncSession, recipient_id: str, event_ids: Sequence[str]) -> frozenset[str]:
+    """The events among ``event_ids`` that the audit shows were permitted to ``recipient_id``."""
+    permitted: set[str] = set()
+    for event in dict.fromkeys(event_ids):
+        decisions = await audit.list_decisions(session, event_id=event, recipient_id=recipient_id, limit=100)
+        if any(decision.verdict == "permit" for decision in decisions):
+            permitted.add(event)
+    return frozenset(permitted)
+
+
+class SqlResourceStore:
+    """The FHIR edge's ``ResourceStore`` port on the control-plane database (one session per call)."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def versions(self, resource_type: str, resource_id: str) -> list[StoredVersion]:
+        """Every version of the resource, oldest first."""
+        async with self._sessions() as session:
+            return await versions(session, resource_type, resource_id)
+
+    async def find_by_identifier(self, resource_type: str, system: str | None, value: str) -> list[StoredVersion]:
+        """Current versions whose identifiers match ``system|value``."""
+        async with self._sessions() as session:
+            return await find_by_identifier(session, resource_type, system, value)
+
+    async def save(self, writes: Sequence[NewVersion]) -> list[Saved]:
+        """Store the writes atomically (see :func:`save_versions`)."""
+        async with self._sessions() as session:
+            return await save_versions(session, writes)
+
+    async def link_patients(self, groups: Sequence[Sequence[str]]) -> None:
+        """Link each group of sources to one hub patient (see :func:`link_patient_sources`)."""
+        async with self._sessions() as session:
+            await link_patient_sources(session, groups)
+
+    async def delivered(self, recipient_id: str, event_ids: Sequence[str]) -> frozenset[str]:
+        """Which of the events were permitted to the recipient (from the audit)."""
+        if not event_ids:
+            return frozenset()
+        async with self._sessions() as session:
+            return await delivered_event_ids(session, recipient_id, event_ids)

@@ -1,0 +1,75 @@
+"""A hospital's HL7 v2 ADT feed over MLLP into the running hub: AA only after the broker acknowledged,
+the event on hub.events keyed by hub patient id with the original message; an unknown facility gets AR."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from hl7.client import MLLPClient
+
+from hub import events
+from hub.app import running_hub
+from hub.broker.embedded import EmbeddedBroker
+from tests.adapters.hl7_fakes import adt, read_ack
+from tests.e2e.conftest import HubClient, read_topic, settings_for
+
+pytestmark = pytest.mark.broker
+FS_CR = b"\x1c\r"
+
+
+@pytest.fixture
+async def feed(tansu: EmbeddedBroker, tmp_path: Path) -> AsyncIterator[tuple[HubClient, str]]:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    facility = f"FAC{prefix.upper()}"
+    settings = settings_for(tansu.bootstrap, tmp_path, mllp_facilities={facility: f"{prefix}-hosp"})
+    async with (
+        running_hub(settings) as hub,
+        httpx.AsyncClient(base_url=hub.http_url or "", timeout=30) as http,
+    ):
+        client = HubClient(hub=hub, http=http, prefix=prefix)
+        await client.add_partner("hosp", "hospital")
+        yield client, facility
+
+
+def send(port: int, message: bytes) -> bytes:
+    with MLLPClient("127.0.0.1", port) as client:
+        received: bytes = client.send_message(message)
+        while not received.endswith(FS_CR):
+            more = client.socket.recv(4096)
+            if not more:
+                break
+            received += more
+    return received
+
+
+async def test_an_admit_over_mllp_is_acknowledged_and_reaches_hub_events(feed: tuple[HubClient, str]) -> None:
+    hub_client, facility = feed
+    control_id = f"MSG-{hub_client.prefix}"
+    message = adt({"MSH-4": facility, "MSH-10": control_id, "PID-3": f"{hub_client.prefix}^^^{facility}^MR"})
+    assert hub_client.hub.mllp_port
+
+    ack = read_ack(await asyncio.to_thread(send, hub_client.hub.mllp_port, message))
+
+    assert ("AA", control_id) == (ack.code, ack.control_id)
+    found = [r for r in await read_topic(hub_client.hub.bootstrap, "hub.events", expect=10_000, timeout_s=5)
+             if events.decode(r.value).facts.sender == f"{hub_client.prefix}-hosp"]
+    assert 1 == len(found)
+    event = events.decode(found[0].value)
+    assert message.decode() == event.original
+    assert ("Encounter", "admit") == (event.facts.resource_type, event.facts.event_kind)
+    assert event.facts.hub_patient_id is not None
+    assert event.facts.hub_patient_id.encode() == found[0].key
+
+
+async def test_a_message_from_an_unmapped_facility_is_rejected_with_err_at_msh_4(
+    feed: tuple[HubClient, str],
+) -> None:
+    hub_client, _ = feed
+    message = adt({"MSH-4": "NOT-MAPPED", "MSH-10": f"MSG-X-{hub_client.prefix}"})
+    ack = read_ack(await asyncio.to_thread(send, hub_client.hub.mllp_port or 0, message))
+    assert ("AR", "MSH-4") == (ack.code, ack.location)
