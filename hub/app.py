@@ -33,6 +33,7 @@ from hub.broker.topics import ensure_topics
 from hub.consent.interim import decide
 from hub.control import db, partners
 from hub.control.facilities import FacilityDirectory
+from hub.control.resources import SqlResourceStore
 from hub.errors import ConfigurationError
 from hub.pipeline.publisher import AioKafkaRecordPublisher
 from hub.pipeline.stores import SqlAuditLog, SqlPartnerDirectory, SqlPatientIndex, SqlSequencer
@@ -87,8 +88,6 @@ def build_http_app(
         version="0.1.0",
         description="CareHub health-information-exchange hub: FHIR R4 intake, CBO case updates, admin.",
     )
-    from hub.control.resources import SqlResourceStore  # noqa: PLC0415 - may move to the top-level imports
-
     app.include_router(
         build_fhir_router(
             authenticator=authenticator,
