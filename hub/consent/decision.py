@@ -24,11 +24,18 @@ class Obligation:
 
 @dataclass(frozen=True, slots=True)
 class Recipient:
-    """A partner that could receive an event, as the decision sees it."""
+    """A partner that could receive an event, as the decision sees it.
+
+    ``identifiers`` are the partner's other names (``'system|value'`` identifiers, absolute URLs of its
+    Organization) so that consents naming it in any form match; ``on_roster`` says whether the event's
+    patient is on this partner's roster. The gather step fills both in; the defaults never permit more.
+    """
 
     partner_id: str
     kind: Literal["hospital", "cbo"]
     organization: str
+    identifiers: tuple[str, ...] = ()
+    on_roster: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1 @@
+"""Tests of the pure consent engine: model, labels, redaction, decide."""
