@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import hl7
+from hl7.client import MLLPClient
 
 from hub.adapters.mllp import AdtIntake
 from hub.errors import StoreUnavailable
@@ -174,3 +175,14 @@ def read_ack(data: bytes) -> Ack:
         location=location,
         message=message,
     )
+
+
+def client_send(client: MLLPClient, data: bytes) -> bytes:
+    """Send one message with python-hl7's blocking client and read its whole ACK frame."""
+    received: bytes = client.send_message(data)
+    while not received.endswith(b"\x1c\r"):
+        more = client.socket.recv(4096)
+        if not more:
+            break
+        received += more
+    return received

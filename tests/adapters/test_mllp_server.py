@@ -23,6 +23,7 @@ from tests.adapters.hl7_fakes import (
     FakeHospitalDirectory,
     GatedIngress,
     adt,
+    client_send,
     make_intake,
     read_ack,
 )
@@ -70,17 +71,6 @@ async def listener() -> AsyncIterator[Listener]:
 def message(number: int, **fields: str) -> bytes:
     """A valid ADT^A01 with MSH-10 ``MSG-<number>`` and a patient of its own."""
     return adt({"MSH-10": f"MSG-{number}", "PID-3": f"P{number}^^^GHH", **fields})
-
-
-def client_send(client: MLLPClient, data: bytes) -> bytes:
-    """Send one message with python-hl7's blocking client and read its whole ACK frame."""
-    received: bytes = client.send_message(data)
-    while not received.endswith(FS_CR):
-        more = client.socket.recv(4096)
-        if not more:
-            break
-        received += more
-    return received
 
 
 def send_all(port: int, messages: list[bytes]) -> list[bytes]:

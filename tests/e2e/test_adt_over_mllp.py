@@ -15,11 +15,10 @@ from hl7.client import MLLPClient
 from hub import events
 from hub.app import running_hub
 from hub.broker.embedded import EmbeddedBroker
-from tests.adapters.hl7_fakes import adt, read_ack
+from tests.adapters.hl7_fakes import adt, client_send, read_ack
 from tests.e2e.conftest import HubClient, read_topic, settings_for
 
 pytestmark = pytest.mark.broker
-FS_CR = b"\x1c\r"
 
 
 @pytest.fixture
@@ -37,14 +36,9 @@ async def feed(tansu: EmbeddedBroker, tmp_path: Path) -> AsyncIterator[tuple[Hub
 
 
 def send(port: int, message: bytes) -> bytes:
+    """One message on its own connection, as a hospital's python-hl7 client sends it."""
     with MLLPClient("127.0.0.1", port) as client:
-        received: bytes = client.send_message(message)
-        while not received.endswith(FS_CR):
-            more = client.socket.recv(4096)
-            if not more:
-                break
-            received += more
-    return received
+        return client_send(client, message)
 
 
 async def test_an_admit_over_mllp_is_acknowledged_and_reaches_hub_events(feed: tuple[HubClient, str]) -> None:
