@@ -214,4 +214,7 @@ def test_an_invalid_id_message_explains_the_rule() -> None:
 )
 def test_a_partner_may_be_named_by_any_performer_reference_or_an_identifier(organization: str) -> None:
     """Referrals name performers as Organization, HealthcareService, PractitionerRole, Practitioner or CareTeam."""
-    validate_partner_fields("p-1", "cbo", "Name", organization)  # raises InvalidInput when refused
+    try:
+        validate_partner_fields("p-1", "cbo", "Name", organization)
+    except InvalidInput as refused:
+        pytest.fail(f"{organization!r} was refused: {refused}")
