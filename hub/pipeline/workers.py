@@ -57,7 +57,9 @@ def build_pipeline_router(
         "ack_policy": AckPolicy.NACK_ON_ERROR,
         "batch": True,
         "max_records": max_batch,
-        "batch_timeout_ms": fetch_max_wait_ms,
+        # How long one poll waits for buffered records (the fetcher prefetches in the background);
+        # an empty poll also sleeps this long, so keep it short for latency.
+        "batch_timeout_ms": max(1, fetch_max_wait_ms // 4),
         "auto_offset_reset": "earliest",
         "fetch_max_wait_ms": fetch_max_wait_ms,
         "session_timeout_ms": session_timeout_ms,
