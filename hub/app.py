@@ -30,13 +30,14 @@ from hub.admin.api import PartnerCreated, build_admin_router
 from hub.auth import SqlAuthenticator
 from hub.broker.embedded import EmbeddedBroker, port_is_free, wait_for_metadata
 from hub.broker.topics import ensure_topics
-from hub.consent.interim import decide
+from hub.consent.model import Policies
 from hub.control import db, partners
 from hub.control.facilities import FacilityDirectory
 from hub.control.resources import SqlResourceStore
 from hub.errors import ConfigurationError
 from hub.pipeline.publisher import AioKafkaRecordPublisher
-from hub.pipeline.stores import SqlAuditLog, SqlPartnerDirectory, SqlPatientIndex, SqlSequencer
+from hub.pipeline.route import engine_decider
+from hub.pipeline.stores import SqlAuditLog, SqlConsentSource, SqlPartnerDirectory, SqlPatientIndex, SqlSequencer
 from hub.pipeline.workers import PipelineDeps, build_pipeline_router
 from hub.settings import Settings
 from hub.topics.registry import CORE_TOPICS, partner_topic
@@ -193,7 +194,8 @@ async def running_hub(
         if workers:
             deps = PipelineDeps(
                 patients=SqlPatientIndex(sessions), directory=directory, audit=SqlAuditLog(sessions),
-                sequencer=SqlSequencer(sessions), publisher=publisher, decide=decide,
+                sequencer=SqlSequencer(sessions), publisher=publisher, consents=SqlConsentSource(sessions),
+                decide=engine_decider(Policies()),  # opt-out jurisdiction, default sharing rules
             )
             broker.include_router(
                 build_pipeline_router(

@@ -61,14 +61,15 @@ async def _main_wrapper(main: Callable[[], Awaitable[T]]) -> T:
     return await main()
 
 
-async def _until_stopped() -> None:
-    """Wait for Ctrl-C or SIGTERM."""
+def _stop_requested() -> asyncio.Event:
+    """An event set by Ctrl-C or SIGTERM. Install it first thing, so a signal during start-up also
+    stops the hub in order instead of interrupting it half-started."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
 
 
 @app.command()
@@ -79,6 +80,7 @@ def run() -> None:
     settings = _settings()
 
     async def main() -> None:
+        stop = _stop_requested()
         async with running_hub(settings) as hub:
             console.print(f"[bold green]CareHub is running[/]  Kafka {hub.bootstrap}  HTTP {hub.http_url}")
             console.print(f"  FHIR API   {hub.http_url}/fhir/metadata")
@@ -88,7 +90,7 @@ def run() -> None:
                 console.print(f"  admin token (generated; set HUB_ADMIN_TOKEN to fix it): {hub.admin_token}",
                               soft_wrap=True)
             console.print("Press Ctrl-C to stop.")
-            await _until_stopped()
+            await stop.wait()
         console.print("CareHub stopped.")
 
     _run(main)
@@ -102,9 +104,10 @@ def worker() -> None:
     settings = _settings()
 
     async def main() -> None:
+        stop = _stop_requested()
         async with running_hub(settings, http=False) as hub:
             console.print(f"[bold green]CareHub workers running[/] on {hub.bootstrap}; Ctrl-C stops them.")
-            await _until_stopped()
+            await stop.wait()
 
     _run(main)
 
@@ -117,7 +120,11 @@ def demo(
     from hub.demo import run_demo  # noqa: PLC0415
 
     settings = _settings()
-    _run(lambda: run_demo(settings, console=console, keep_running=keep_running, until=_until_stopped))
+    async def main() -> None:
+        stop = _stop_requested()
+        await run_demo(settings, console=console, keep_running=keep_running, until=stop.wait)
+
+    _run(main)
 
 
 @app.command()

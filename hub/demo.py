@@ -71,7 +71,7 @@ async def run_demo(
     *,
     console: Console,
     keep_running: bool = False,
-    until: Callable[[], Awaitable[None]] | None = None,
+    until: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
     """Run the demo end to end and print what happens."""
     with tempfile.TemporaryDirectory(prefix="carehub-demo-") as tmp:

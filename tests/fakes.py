@@ -6,6 +6,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from hub.consent.decision import Recipient
+from hub.consent.model import Consent
 from hub.control.audit import DecisionRecord
 from hub.errors import BrokerUnavailable, StoreUnavailable
 from hub.pipeline.publisher import Outgoing
@@ -105,3 +106,20 @@ class FakePublisher:
 
     def to(self, topic: str) -> list[tuple[str, bytes, bytes, dict[str, str]]]:
         return [p for p in self.published if p[0] == topic]
+
+
+@dataclass
+class FakeConsentSource:
+    """Consents per hub patient in a dict; ``changed`` applies the carried version and counts the calls."""
+
+    consents: dict[str, tuple[Consent, ...]] = field(default_factory=dict)
+    changes: list[str] = field(default_factory=list)
+
+    async def consents_for(self, hub_patient_id: str) -> tuple[Consent, ...]:
+        return self.consents.get(hub_patient_id, ())
+
+    async def changed(self, hub_patient_id: str, consent: Consent | None) -> None:
+        self.changes.append(hub_patient_id)
+        if consent is not None:
+            kept = tuple(c for c in self.consents.get(hub_patient_id, ()) if c.id != consent.id)
+            self.consents[hub_patient_id] = (*kept, consent)

@@ -5,6 +5,8 @@ caller; nothing here touches a store. The rules:
 
 * **Create** (POST, or PUT of an id not stored yet): hospitals and the HIE operator, for every type the
   edge serves. Community-based organizations create nothing; they update the Tasks they own.
+* **Consent** (create or update): the operator for any patient, a hospital for its own patients only
+  (:func:`check_may_write_consent`); never a CBO.
 * **Read**: the operator reads everything. A partner that sent any version of a resource reads all
   of its versions (the current one included, so a hospital sees the CBO's update of its Task). Any
   other partner reads only the versions whose event the audit shows was *permitted* to it, and the
@@ -25,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from hub.adapters.fhir_facts import TERMINAL_TASK_STATUSES
+from hub.adapters.fhir_facts import TERMINAL_TASK_STATUSES, partner_namespace
 from hub.adapters.fhir_store import StoredVersion
 from hub.adapters.fhir_validation import FhirIssue, FhirValidationError
 from hub.adapters.operation_outcome import ResourceConflict
@@ -33,7 +35,7 @@ from hub.errors import NotAuthorized
 from hub.ports import Principal
 
 #: Resource types whose accepted versions become events on ``hub.ingress`` (routed to partners).
-ROUTED_TYPES: tuple[str, ...] = ("ServiceRequest", "Task", "Encounter")
+ROUTED_TYPES: tuple[str, ...] = ("ServiceRequest", "Task", "Encounter", "Consent")
 #: Directory and patient-index resource types: stored (Patient identifiers linked), never routed.
 DIRECTORY_TYPES: tuple[str, ...] = ("Patient", "Organization", "Practitioner")
 SUPPORTED_TYPES: tuple[str, ...] = ROUTED_TYPES + DIRECTORY_TYPES
@@ -54,6 +56,26 @@ def check_may_create(principal: Principal) -> None:
         raise NotAuthorized(
             "community-based organizations may not create resources; they update the Tasks they own"
         )
+
+
+def check_may_write_consent(principal: Principal, patient_source: str, *, knows_patient: bool) -> None:
+    """Raise ``NotAuthorized`` unless the caller may record a Consent for this patient.
+
+    The operator may for anyone. A hospital may for its own patients: one it names in its own namespace
+    (a relative ``Patient/<id>`` or a system-less identifier), or one it already sent a resource about
+    (``knows_patient``, from the store). Community-based organizations never write consents.
+    """
+    if principal.is_operator:
+        return
+    if principal.kind != "hospital":
+        raise NotAuthorized("community-based organizations may not record consents")
+    own = partner_namespace(sender_of(principal))
+    if patient_source.startswith((own + ":", own + "|")) or knows_patient:
+        return
+    raise NotAuthorized(
+        "a hospital may record consents only for its own patients: name the patient as you did in your "
+        "referrals or encounters, or send the Patient first"
+    )
 
 
 def is_participant(principal: Principal, versions: Sequence[StoredVersion]) -> bool:

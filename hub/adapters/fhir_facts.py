@@ -42,6 +42,8 @@ The other routed resources (pure functions as well):
   ``encounter_class`` = ``class``; ``status``; ``event_kind`` from :func:`encounter_event_kind`
   (or given, for a Da Vinci notification whose MessageHeader event says what happened).
 * **ServiceRequest** - ``event_kind`` ``referral`` for the first version, ``referral-update`` after.
+* **Consent** (:func:`consent_facts`) - patient from ``Consent.patient``; ``status``; ``event_kind``
+  ``consent-change`` for every version.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def partner_namespace(sender: str) -> str:
 UNLINKED_IDENTIFIER_SYSTEMS: frozenset[str] = frozenset({"http://hl7.org/fhir/sid/us-ssn"})
 #: Task statuses after which the Task is closed (Gravity: only the requester may still change it).
 TERMINAL_TASK_STATUSES: frozenset[str] = frozenset({"completed", "failed", "rejected", "cancelled", "entered-in-error"})
+#: The event kind of every accepted Consent version (new, changed or revoked).
+CONSENT_CHANGE = "consent-change"
 
 
 def servicerequest_facts(
@@ -143,6 +147,25 @@ def task_facts(
         intent=getattr(resource, "intent", None),
         event_kind=kind,
         focus=(focus,) if focus is not None else (),
+    )
+
+
+def consent_facts(resource: Any, *, sender: str, resource_id: str | None) -> RoutingFacts:
+    """Routing facts of a validated R4B ``Consent``: the patient it is about, its status, ``consent-change``.
+
+    A Consent is an event on its patient's key like any other, so every later event of that patient
+    is decided under it; it is delivered to no partner.
+    """
+    contained = _contained_by_id(resource)
+    meta = getattr(resource, "meta", None)
+    return RoutingFacts(
+        resource_type="Consent",
+        resource_id=resource_id,
+        sender=sender,
+        patient_source=patient_source(getattr(resource, "patient", None), sender=sender, contained=contained),
+        security_labels=_codes(getattr(meta, "security", None) or ()),
+        status=getattr(resource, "status", None),
+        event_kind=CONSENT_CHANGE,
     )
 
 

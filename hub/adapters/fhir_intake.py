@@ -40,11 +40,13 @@ from hub.adapters.fhir_access import (
     SUPPORTED_TYPES,
     check_may_create,
     check_may_update,
+    check_may_write_consent,
     is_participant,
     readable_versions,
     sender_of,
 )
 from hub.adapters.fhir_facts import (
+    consent_facts,
     encounter_facts,
     encounter_view,
     identifier_tokens,
@@ -58,6 +60,7 @@ from hub.adapters.fhir_facts import (
 from hub.adapters.fhir_store import NewVersion, ResourceStore, StoredVersion, stored_content
 from hub.adapters.fhir_validation import FhirIssue, FhirValidationError, reference_type
 from hub.adapters.operation_outcome import PreconditionFailed, ResourceConflict, ResourceNotFound
+from hub.consent.model import consent_from_fhir
 from hub.control.resources import content_hash
 from hub.errors import InvalidInput
 from hub.events import CloudEvent, HubEvent, RoutingFacts, encode, event_id, event_type, now
@@ -65,7 +68,7 @@ from hub.ports import IngressWriter, Principal
 
 #: Longest patient name (identifier or reference) the crosswalk can key on.
 PATIENT_SOURCE_MAX = 512
-_SUBJECT_ELEMENT = {"ServiceRequest": "subject", "Task": "for", "Encounter": "subject"}
+_SUBJECT_ELEMENT = {"ServiceRequest": "subject", "Task": "for", "Encounter": "subject", "Consent": "patient"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +190,8 @@ class Intake:
             if first.sender == sender and first.content_hash == content_hash(content):
                 return Planned(resource_type, resource_id, 201, existing=first)  # the same create, retried
             raise ResourceConflict(f"a different {resource_type} already holds the id this content maps to")
+        if resource_type == "Consent":
+            await self._check_consent(principal, data, model, sender=sender)
         return self._plan_write(
             principal, data, model, resource_id=resource_id, content=content, versions=[],
             event_id_=resource_id, event_body=event_body, status=201, context=context,
@@ -219,6 +224,8 @@ class Intake:
             )
         delivered = await self._delivered_to(principal, versions)
         check_may_update(principal, resource_type, versions, data, delivered=delivered)
+        if resource_type == "Consent":
+            await self._check_consent(principal, data, model, sender=versions[0].sender if versions else None)
         content = stored_content(data, resource_id)
         if current is not None and current.content_hash == content_hash(content):
             return Planned(resource_type, resource_id, 200, existing=current)  # nothing changed
@@ -323,7 +330,39 @@ class Intake:
                 model, sender=namespace, resource_id=resource_id,
                 previous=encounter_view(previous) if previous is not None else None, local_patients=local,
             )
+        if resource_type == "Consent":
+            return consent_facts(model, sender=namespace, resource_id=resource_id)
         raise ValueError(f"{resource_type} is not a routed type ({', '.join(ROUTED_TYPES)})")  # pragma: no cover
+
+    async def _check_consent(
+        self, principal: Principal, data: Mapping[str, Any], model: Any, *, sender: str | None
+    ) -> None:
+        """A Consent must be one the consent engine can use, about a patient the caller may speak for.
+
+        ``sender`` is the partner whose namespace the Consent's local names live in (its creator);
+        None for a create. Raises ``FhirValidationError`` (422) or ``NotAuthorized`` (403).
+        """
+        issues = consent_issues(data)
+        if issues:
+            raise FhirValidationError(issues)
+        namespace = sender or sender_of(principal)
+        source = consent_facts(model, sender=namespace, resource_id=None).patient_source
+        if source is None:
+            raise FhirValidationError(
+                [
+                    FhirIssue(
+                        "required",
+                        "Consent.patient: the hub needs the patient's identifier or a reference to the Patient "
+                        "to key the consent on (display text alone is not enough)",
+                        "Consent.patient",
+                    )
+                ]
+            )
+        _check_patient_source("Consent", source)
+        if principal.is_operator:
+            return
+        knows = await self._store.knows_patient(sender_of(principal), source)
+        check_may_write_consent(principal, source, knows_patient=knows)
 
     async def _task_patient_fallback(
         self, principal: Principal, model: Any, data: Mapping[str, Any], context: BundleContext | None
@@ -374,6 +413,16 @@ class Intake:
         events = [v.event_id for v in versions if v.event_id is not None]
         return await self._store.delivered(sender_of(principal), events) if events else frozenset()
 
+    async def search_about_patient(self, principal: Principal, resource_type: str, source: str) -> list[StoredVersion]:
+        """Current versions of ``resource_type`` about the patient ``source`` names that the caller may read."""
+        found = []
+        for current in await self._store.about_patient(resource_type, source):
+            versions = await self._store.versions(resource_type, current.resource_id)
+            visible = readable_versions(principal, versions, await self._delivered_to(principal, versions))
+            if visible and visible[-1].version_id == versions[-1].version_id:
+                found.append(visible[-1])
+        return found
+
     # --- commit ----------------------------------------------------------------------------------
 
     async def commit(self, plans: Sequence[Planned]) -> list[StoredVersion]:
@@ -414,6 +463,44 @@ class Intake:
             if version.version_id == version_id:
                 return version
         raise ResourceNotFound(f"there is no version {version_id} of that {resource_type} that you may read")
+
+
+def consent_issues(data: Mapping[str, Any]) -> list[FhirIssue]:
+    """What keeps the consent engine from using a (FHIR-valid) Consent, as 422 issues (empty: usable).
+
+    The engine's own reader (:func:`hub.consent.model.consent_from_fhir`) must accept it; it must be a
+    patient-privacy consent (``scope`` or ``category``: both LEAP generations); it must name its patient;
+    and it must say what it decides when nothing more specific applies (a root provision ``type``, or a
+    ``policyRule`` OPTIN/OPTOUT).
+    """
+    try:
+        consent = consent_from_fhir(data)
+    except InvalidInput as error:
+        where = f"{error.expression}: " if error.expression else ""
+        diagnostics = f"{where}the consent engine cannot use this Consent: {error}"
+        return [FhirIssue("business-rule", diagnostics, error.expression)]
+    issues: list[FhirIssue] = []
+    if not consent.is_privacy:
+        issues.append(
+            FhirIssue(
+                "business-rule",
+                "Consent.scope: the hub records patient-privacy consents only (scope or category "
+                "http://terminology.hl7.org/CodeSystem/consentscope#patient-privacy)",
+                "Consent.scope",
+            )
+        )
+    if data.get("patient") is None:
+        issues.append(FhirIssue("required", "Consent.patient: a consent must name its patient", "Consent.patient"))
+    if consent.base is None:
+        issues.append(
+            FhirIssue(
+                "business-rule",
+                "Consent.provision.type: the consent says neither permit nor deny (give the root provision a "
+                "type, or a policyRule OPTIN or OPTOUT)",
+                "Consent.provision.type",
+            )
+        )
+    return issues
 
 
 def _check_patient_source(resource_type: str, source: str | None) -> None:

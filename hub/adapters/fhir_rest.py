@@ -7,6 +7,10 @@ Interactions (``application/fhir+json``; the CapabilityStatement at ``GET /metad
   accepted version becomes an event on ``hub.ingress``) and of Patient, Organization, Practitioner
   (directory and patient index: stored, Patient identifiers linked in the identity crosswalk, never
   routed). ``If-None-Exist: identifier=[system|]value`` on create, ``If-Match`` on update.
+* ``POST /Consent``, ``PUT /Consent/{id}``, ``GET /Consent/{id}``: patient-privacy consents (routed as
+  ``consent-change`` events on the patient's key, delivered to no one), checked by the consent engine's
+  own reader so a Consent it cannot use is refused (422); operator and hospitals (their own patients)
+  only. ``GET /Consent?patient=<reference or system|value>``: a searchset Bundle.
 * ``POST /`` with a ``transaction`` or ``batch`` Bundle (``fhir_bundle``).
 * ``POST /$process-message`` with a Da Vinci notification message Bundle (``davinci``).
 
@@ -67,6 +71,7 @@ from starlette.responses import PlainTextResponse
 from hub.adapters import davinci
 from hub.adapters.fhir_access import DIRECTORY_TYPES, SUPPORTED_TYPES, check_may_create, sender_of
 from hub.adapters.fhir_bundle import process_bundle
+from hub.adapters.fhir_facts import partner_namespace
 from hub.adapters.fhir_intake import Intake, check_supported, parse_if_match
 from hub.adapters.fhir_store import ResourceStore, StoredVersion, etag, render
 from hub.adapters.fhir_validation import parse_fhir_json, validate_resource
@@ -88,7 +93,7 @@ from hub.ports import Authenticator, IngressWriter, Principal
 #: Seconds a client should wait before retrying after a 503.
 RETRY_AFTER_SECONDS = 5
 #: When the CapabilityStatement last changed (update it with the capabilities).
-CAPABILITY_DATE = "2026-11-24"
+CAPABILITY_DATE = "2026-11-23"
 _ACCEPTED_MEDIA_TYPES = frozenset({"application/fhir+json", "application/json"})
 _ACCEPTED_FHIR_VERSIONS = frozenset({"4.0", "4.0.1"})
 _MEDIA_TYPE_HINT = (
@@ -148,6 +153,12 @@ def build_fhir_router(
         summary="Create a resource (ServiceRequest, Task, Encounter, Patient, Organization, Practitioner)",
         response_class=Response, openapi_extra=_BODY, responses=_WRITE_RESPONSES,
     )
+    for searchable in SEARCHABLE_TYPES:
+        router.add_api_route(
+            f"/{searchable}", _searcher(api, searchable), methods=["GET"],
+            summary=f"Search {searchable} by patient=<reference or system|value> (a searchset Bundle)",
+            response_class=Response,
+        )
     router.add_api_route(
         "/{resource_type}/{resource_id}", api.update, methods=["PUT"],
         summary="Update a resource, or create it with this id",
@@ -162,6 +173,14 @@ def build_fhir_router(
         summary="Read one version of a resource", response_class=Response,
     )
     return router
+
+
+def _searcher(api: _FhirApi, resource_type: str) -> Callable[[Request], Awaitable[Response]]:
+    async def search(request: Request) -> Response:
+        return await api.search(request, resource_type)
+
+    search.__name__ = f"search_{resource_type.lower()}"
+    return search
 
 
 class _FhirApi:
@@ -267,6 +286,17 @@ class _FhirApi:
             return error_response(error)
         return _resource_response(planned.status, version, _base(request, f"/{resource_type}/{resource_id}"))
 
+    async def search(self, request: Request, resource_type: str) -> Response:
+        """``GET /Consent?patient=...``: the current Consents of that patient the caller may read."""
+        try:
+            principal = await _authenticate(request, self._authenticator)
+            source = search_patient_source(list(request.query_params.multi_items()), sender=sender_of(principal))
+            found = await self._intake.search_about_patient(principal, resource_type, source)
+        except HubError as error:
+            return error_response(error)
+        base = str(request.base_url).rstrip("/") + _base(request, f"/{resource_type}")
+        return _fhir_json(200, searchset(found, base=base, self_url=str(request.url)))
+
     async def read(self, request: Request, resource_type: str, resource_id: str) -> Response:
         """``GET /{type}/{id}``: the newest version the caller may read."""
         return await self._read(request, resource_type, resource_id, None)
@@ -287,6 +317,63 @@ class _FhirApi:
         except HubError as error:
             return error_response(error)
         return _fhir_json(200, render(version), headers=_version_headers(version))
+
+
+#: Resource types with a search interaction (by patient).
+SEARCHABLE_TYPES: tuple[str, ...] = ("Consent",)
+_SEARCH_PARAMETERS = frozenset({"patient", "patient:identifier"})
+
+
+def search_patient_source(params: list[tuple[str, str]], *, sender: str) -> str:
+    """The crosswalk source a ``patient`` search names, in the caller's namespace (as its writes would).
+
+    ``patient=Patient/123`` (or ``123``, an absolute URL, a ``urn:``), ``patient=system|value`` or
+    ``patient:identifier=system|value`` (``|value``: an identifier local to the caller). Raises
+    ``InvalidInput`` (400) for anything else.
+    """
+    unknown = sorted({name for name, _ in params if name not in _SEARCH_PARAMETERS and not name.startswith("_")})
+    if unknown:
+        raise InvalidInput(
+            "this server searches by patient only (patient=<reference> or patient=<system>|<value>)",
+            code="not-supported",
+        )
+    given = [(name, value.strip()) for name, value in params if name in _SEARCH_PARAMETERS]
+    if len(given) != 1 or not given[0][1]:
+        raise InvalidInput("give exactly one patient parameter with a value", code="required", expression="patient")
+    name, value = given[0]
+    namespace = partner_namespace(sender)
+    if "|" in value or name == "patient:identifier":
+        system, bar, identifier = value.rpartition("|") if "|" in value else ("", "|", value)
+        if not identifier or not bar:
+            raise InvalidInput("patient=<system>|<value> needs a value after the bar", expression="patient")
+        return f"{system}|{identifier}" if system else f"{namespace}|{identifier}"
+    reference = value.split("/_history/", 1)[0]
+    if "://" in reference or reference.startswith("urn:"):
+        return reference
+    if "/" not in reference:
+        reference = f"Patient/{reference}"
+    kind, _, patient_id = reference.partition("/")
+    if kind != "Patient" or not _is_fhir_id(patient_id):
+        raise InvalidInput("patient must reference a Patient (Patient/<id>)", expression="patient")
+    return f"{namespace}:{reference}"
+
+
+def searchset(found: list[StoredVersion], *, base: str, self_url: str) -> dict[str, Any]:
+    """A FHIR searchset Bundle of ``found``."""
+    return {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(found),
+        "link": [{"relation": "self", "url": self_url}],
+        "entry": [
+            {
+                "fullUrl": f"{base}/{version.resource_type}/{version.resource_id}",
+                "resource": render(version),
+                "search": {"mode": "match"},
+            }
+            for version in found
+        ],
+    }
 
 
 def capability_statement(*, base_url: str | None = None, software_version: str = "0.0.0") -> dict[str, Any]:
@@ -340,6 +427,8 @@ def capability_statement(*, base_url: str | None = None, software_version: str =
 
 def _resource_capability(resource_type: str) -> dict[str, Any]:
     routed = resource_type not in DIRECTORY_TYPES
+    if resource_type == "Consent":
+        return _consent_capability()
     documentation = (
         "Each accepted version becomes an event on hub.ingress; 201/200 only after the broker acknowledged it "
         "and it was stored."
@@ -362,6 +451,39 @@ def _resource_capability(resource_type: str) -> dict[str, Any]:
         "conditionalUpdate": False,
         "conditionalDelete": "not-supported",
         "referencePolicy": ["literal", "logical"],
+    }
+
+
+def _consent_capability() -> dict[str, Any]:
+    return {
+        "type": "Consent",
+        "profile": "http://hl7.org/fhir/StructureDefinition/Consent",
+        "documentation": "Patient-privacy consents (scope or category patient-privacy; LEAP and literal R4 "
+        "readings). Written by the HIE operator, and by hospitals for their own patients; never by CBOs. Each "
+        "accepted version (a new consent, a change, a revocation by status inactive) becomes a consent-change "
+        "event on the patient's key, so every later event of that patient is decided under it; it is "
+        "delivered to no partner. A Consent the consent engine cannot use is refused with 422.",
+        "interaction": [
+            {"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "create"}, {"code": "search-type"},
+        ],
+        "versioning": "versioned-update",
+        "readHistory": False,
+        "updateCreate": True,
+        "conditionalCreate": True,
+        "conditionalRead": "not-supported",
+        "conditionalUpdate": False,
+        "conditionalDelete": "not-supported",
+        "referencePolicy": ["literal", "logical"],
+        "searchParam": [
+            {
+                "name": "patient",
+                "definition": "http://hl7.org/fhir/SearchParameter/clinical-patient",
+                "type": "reference",
+                "documentation": "Patient/<id>, an absolute reference, or an identifier as system|value "
+                "(also patient:identifier=system|value); matches every identifier the hub has linked to "
+                "that patient.",
+            }
+        ],
     }
 
 

@@ -51,6 +51,14 @@ class ResourceStore(Protocol):
         """Link each group of crosswalk sources (one patient's identifiers) to one hub patient id."""
         ...
 
+    async def knows_patient(self, sender: str, source: str) -> bool:
+        """Whether ``sender`` names this patient in its own namespace or already sent a resource about it."""
+        ...
+
+    async def about_patient(self, resource_type: str, source: str) -> list[StoredVersion]:
+        """Current versions of ``resource_type`` about the patient ``source`` names (through the crosswalk)."""
+        ...
+
     async def delivered(self, recipient_id: str, event_ids: Sequence[str]) -> frozenset[str]:
         """The events among ``event_ids`` that were permitted to ``recipient_id``."""
         ...

@@ -6,7 +6,6 @@
 * :mod:`hub.consent.engine` - ``decide(facts, recipient, policies, consents) -> Decision`` and
   ``evaluate_consents`` (the consents' own answer, for the CDS Hooks consent service).
 * :mod:`hub.consent.decision` - the Decision, Verdict, Obligation and Recipient values.
-* :mod:`hub.consent.interim` - the walking skeleton's rule, until the pipeline switches to the engine.
 
 Loading consents, caching them per patient and auditing decisions happen around these, never inside.
 """

@@ -144,6 +144,7 @@ class ResourceRow(Base):
         PrimaryKeyConstraint("resource_type", "resource_id", "version_id"),
         CheckConstraint("version_id >= 1", name="version_positive"),
         Index(None, "event_id"),
+        Index(None, "resource_type", "patient_source"),
     )
 
     resource_type: Mapped[str] = mapped_column(String(64))

@@ -346,6 +346,61 @@ async def delivered_event_ids(session: AsyncSession, recipient_id: str, event_id
     return frozenset(permitted)
 
 
+async def patient_sources(
+    session: AsyncSession, *, source: str | None = None, hub_patient_id: str | None = None
+) -> list[str]:
+    """Every crosswalk source of one patient, named by one of its sources or by its hub patient id.
+
+    A ``source`` the crosswalk does not know yet (its first event is still on its way to normalize) is
+    returned alone. Read only: nothing is created.
+    """
+    async with guarded(session, "read_patient_sources"):
+        if hub_patient_id is None and source is not None:
+            lookup = select(PatientIdentityRow.hub_patient_id).where(PatientIdentityRow.source == source)
+            hub_patient_id = await session.scalar(lookup)
+        found: list[str] = []
+        if hub_patient_id is not None:
+            statement = select(PatientIdentityRow.source).where(PatientIdentityRow.hub_patient_id == hub_patient_id)
+            found = sorted((await session.scalars(statement)).all())
+    if source is not None and source not in found:
+        found.append(source)
+    return found
+
+
+async def current_about_patient(
+    session: AsyncSession, resource_type: str, sources: Sequence[str]
+) -> list[StoredVersion]:
+    """Current versions of ``resource_type`` whose patient (``patient_source``) is one of ``sources``."""
+    require_text("resource_type", resource_type, 64)
+    usable = [item for item in dict.fromkeys(sources) if item and len(item) <= SOURCE_MAX]
+    if not usable:
+        return []
+    statement = (
+        select(ResourceRow.resource_id)
+        .where(ResourceRow.resource_type == resource_type, ResourceRow.patient_source.in_(usable))
+        .distinct()
+    )
+    async with guarded(session, "read_resources_of_patient"):
+        matched = sorted((await session.scalars(statement)).all())
+        current = [await _current(session, resource_type, resource_id) for resource_id in matched]
+    wanted = set(usable)
+    return [_stored(row) for row in current if row is not None and row.patient_source in wanted]
+
+
+async def sender_knows_patient(session: AsyncSession, sender: str, source: str) -> bool:
+    """Whether ``sender`` names this patient in its own namespace (a Patient it sent, a local reference)
+    or already sent a resource about it."""
+    sources = await patient_sources(session, source=source)
+    namespace = f"urn:carehub:partner:{sender}"
+    if any(item.startswith((namespace + ":", namespace + "|")) for item in sources):
+        return True
+    statement = select(
+        exists().where(ResourceRow.sender == sender, ResourceRow.patient_source.in_(sources[:1000]))
+    )
+    async with guarded(session, "read_patient_knowledge"):
+        return bool(await session.scalar(statement))
+
+
 class SqlResourceStore:
     """The FHIR edge's ``ResourceStore`` port on the control-plane database (one session per call)."""
 
@@ -371,6 +426,16 @@ class SqlResourceStore:
         """Link each group of sources to one hub patient (see :func:`link_patient_sources`)."""
         async with self._sessions() as session:
             await link_patient_sources(session, groups)
+
+    async def knows_patient(self, sender: str, source: str) -> bool:
+        """Whether ``sender`` may speak for this patient (see :func:`sender_knows_patient`)."""
+        async with self._sessions() as session:
+            return await sender_knows_patient(session, sender, source)
+
+    async def about_patient(self, resource_type: str, source: str) -> list[StoredVersion]:
+        """Current versions of ``resource_type`` about the patient ``source`` names (any of its sources)."""
+        async with self._sessions() as session:
+            return await current_about_patient(session, resource_type, await patient_sources(session, source=source))
 
     async def delivered(self, recipient_id: str, event_ids: Sequence[str]) -> frozenset[str]:
         """Which of the events were permitted to the recipient (from the audit)."""

@@ -6,6 +6,7 @@ from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from hub.consent.decision import Recipient
+from hub.consent.model import Consent
 from hub.control.audit import DecisionRecord
 
 
@@ -39,4 +40,17 @@ class Sequencer(Protocol):
 
     async def assign_many(self, partner_id: str, event_ids: Sequence[str]) -> dict[str, int]:
         """The partner's numbers for these events, in order; the same on every retry."""
+        ...
+
+
+class ConsentSource(Protocol):
+    """The patient consents in force, per hub patient id (cached by implementations)."""
+
+    async def consents_for(self, hub_patient_id: str) -> tuple[Consent, ...]:
+        """The current version of every Consent about this patient (any status: the engine reads it)."""
+        ...
+
+    async def changed(self, hub_patient_id: str, consent: Consent | None) -> None:
+        """A consent-change event of this patient passed the route stage: forget what is cached and, when
+        given, take ``consent`` (the version the event carries) as that Consent's current version."""
         ...

@@ -1,9 +1,17 @@
-"""Route: ``hub.events`` → decide per candidate recipient → audit → ``partner.<id>``.
+"""Route: ``hub.events`` → gather → decide per candidate recipient → audit → deliver to ``partner.<id>``.
 
-Gather with I/O (partners), decide with the pure rule, record every decision (permit or deny) before
-anything is delivered, then deliver only what was permitted. Delivery writes the FHIR JSON as the
-recipient may see it, with the partner's own event number in ``ce_sequence``. A batch costs one
-audit transaction and one numbering transaction per receiving partner.
+* **gather** (I/O): the active partners, and the patient's consents from the :class:`ConsentSource`
+  (cached per patient). A ``consent-change`` event is not routed: it tells the consent source that this
+  patient's consents changed (with the version it carries), so every later event of the patient, which
+  the same stage sees later because ``hub.events`` is keyed by hub patient id, is decided under it.
+* **decide** (pure): ``hub.consent.engine.decide(facts, recipient, policies, consents, at=<event time>)``
+  for every candidate.
+* **audit**: every decision, permit or deny, is recorded before anything is delivered.
+* **deliver**: only what was permitted, with the decision's obligations applied: the redaction profile
+  (minimum necessary; the FHIR JSON is parsed only when the profile is not ``full``) and, for 42 CFR
+  Part 2 data, the redisclosure notice and the consent's reference as ``hub_part2_*`` headers.
+
+A batch costs one audit transaction and one numbering transaction per receiving partner.
 """
 
 from __future__ import annotations
@@ -11,26 +19,54 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+import structlog
 
 from hub import events
+from hub.consent import engine
 from hub.consent.decision import Decision, Recipient
+from hub.consent.model import Consent, Policies, consent_from_fhir
+from hub.consent.redaction import PROFILE_FULL, REDACTION_OBLIGATION, redact
 from hub.control.audit import DecisionRecord
 from hub.errors import InvalidInput
 from hub.events import FHIR_JSON, CloudEvent, HubEvent, RoutingFacts
-from hub.pipeline.ports import AuditLog, PartnerDirectory, Sequencer
+from hub.pipeline.ports import AuditLog, ConsentSource, PartnerDirectory, Sequencer
 from hub.pipeline.publisher import Outgoing, RecordPublisher
 from hub.pipeline.stage import dead_letter
 from hub.topics.registry import partner_topic
 
-STAGE = "route"
+log = structlog.get_logger(__name__)
 
-DecideFn = Callable[[RoutingFacts, Recipient], Decision]
+STAGE = "route"
+CONSENT_CHANGE: Final = "consent-change"
+#: Partner-record headers carrying a 42 CFR Part 2 disclosure's obligations.
+PART2_NOTICE_HEADER: Final = "hub_part2_notice"
+PART2_CONSENT_HEADER: Final = "hub_part2_consent"
+_OBLIGATION_HEADERS: Final = {
+    engine.PART2_NOTICE_OBLIGATION: PART2_NOTICE_HEADER,
+    engine.PART2_CONSENT_OBLIGATION: PART2_CONSENT_HEADER,
+}
+_RULE_MAX = 128
+
+#: The pure decision the stage applies: facts, recipient, the patient's consents, the event time.
+DecideFn = Callable[[RoutingFacts, Recipient, Sequence[Consent], datetime], Decision]
+
+
+def engine_decider(policies: Policies) -> DecideFn:
+    """The consent engine under the operator's ``policies`` (built once by the composition root)."""
+
+    def decide(facts: RoutingFacts, recipient: Recipient, consents: Sequence[Consent], at: datetime) -> Decision:
+        return engine.decide(facts, recipient, policies, consents, at=at)
+
+    return decide
 
 
 @dataclass(frozen=True, slots=True)
 class Routed:
-    """One event and the decisions taken for it."""
+    """One event and the decisions taken for it (none for a consent-change event)."""
 
     ce: CloudEvent
     event: HubEvent
@@ -38,12 +74,22 @@ class Routed:
 
 
 def candidates(facts: RoutingFacts, partners: Sequence[Recipient]) -> list[Recipient]:
-    """Who could receive the event: every CBO and any partner it names as performer, never its sender."""
+    """Who could receive the event: every CBO and any partner it names as performer, never its sender.
+
+    A consent-change event has no candidates: consents are the hub's to apply, not to disclose.
+    """
+    if is_consent_change(facts):
+        return []
     named = set(facts.performers)
     return [
         p for p in partners
         if p.partner_id != facts.sender and (p.kind == "cbo" or p.organization in named)
     ]
+
+
+def is_consent_change(facts: RoutingFacts) -> bool:
+    """True for an accepted Consent version (new, changed or revoked)."""
+    return facts.event_kind == CONSENT_CHANGE or facts.resource_type == "Consent"
 
 
 def parse(record: Any) -> tuple[CloudEvent, HubEvent]:
@@ -55,11 +101,25 @@ def parse(record: Any) -> tuple[CloudEvent, HubEvent]:
     return ce, event
 
 
+def carried_consent(event: HubEvent) -> Consent | None:
+    """The Consent version a consent-change event carries, as the engine reads it (None if unreadable)."""
+    try:
+        data = orjson.loads(event.body)
+        if not isinstance(data, dict):
+            return None
+        if event.facts.resource_id:
+            data["id"] = event.facts.resource_id
+        return consent_from_fhir(data, patient=event.facts.hub_patient_id)
+    except (InvalidInput, orjson.JSONDecodeError):
+        return None
+
+
 async def route(
     records: Sequence[Any],
     *,
     decide: DecideFn,
     directory: PartnerDirectory,
+    consents: ConsentSource,
     audit: AuditLog,
     sequencer: Sequencer,
     publisher: RecordPublisher,
@@ -74,8 +134,15 @@ async def route(
             dead.append(dead_letter(record, stage=STAGE, exc=exc))
     partners = await directory.partners(named={p for _, e in parsed for p in e.facts.performers})
     routed: list[Routed] = []
-    for ce, event in parsed:
-        decided = tuple((r, decide(event.facts, r)) for r in candidates(event.facts, partners))
+    for ce, event in parsed:  # in order: a consent change applies to the patient's later events
+        patient = event.facts.hub_patient_id or ""
+        if is_consent_change(event.facts):
+            await consents.changed(patient, carried_consent(event))
+            routed.append(Routed(ce, event, ()))
+            continue
+        recipients = candidates(event.facts, partners)
+        in_force = await consents.consents_for(patient) if recipients else ()
+        decided = tuple((r, decide(event.facts, r, in_force, ce.time)) for r in recipients)
         routed.append(Routed(ce, event, decided))
     await audit.record([_audit_record(r.ce, r.event.facts, rec, d) for r in routed for rec, d in r.decisions])
 
@@ -88,15 +155,47 @@ async def route(
 
     deliveries = dead
     for r in routed:
-        body = r.event.body.encode("utf-8")
         key = (r.event.facts.hub_patient_id or "").encode()
+        bodies: dict[str, bytes] = {}
         for recipient, decision in r.decisions:
             if decision.permitted:
                 sequence = numbers[recipient.partner_id][r.ce.id]
                 headers = r.ce.with_sequence(sequence, datacontenttype=FHIR_JSON).to_headers()
-                deliveries.append(Outgoing(partner_topic(recipient.partner_id).name, key, body, headers))
+                headers.update(obligation_headers(decision))
+                profile = redaction_profile(decision)
+                if profile not in bodies:
+                    bodies[profile] = delivered_body(r.event.body, profile)
+                deliveries.append(Outgoing(partner_topic(recipient.partner_id).name, key, bodies[profile], headers))
     await publisher.publish_many(deliveries)
     return routed
+
+
+def redaction_profile(decision: Decision) -> str:
+    """The redaction profile a permit obliges delivery to apply (``full`` when it names none)."""
+    for obligation in decision.obligations:
+        if obligation.kind == REDACTION_OBLIGATION:
+            return obligation.value
+    return PROFILE_FULL
+
+
+def obligation_headers(decision: Decision) -> dict[str, str]:
+    """The ``hub_part2_*`` headers of a permit's 42 CFR Part 2 obligations (empty for other data)."""
+    return {
+        _OBLIGATION_HEADERS[obligation.kind]: obligation.value
+        for obligation in decision.obligations
+        if obligation.kind in _OBLIGATION_HEADERS
+    }
+
+
+def delivered_body(body: str, profile: str) -> bytes:
+    """The FHIR JSON a recipient under ``profile`` gets: the original bytes for ``full``, or when the
+    profile removes nothing; otherwise the redacted resource."""
+    original = body.encode("utf-8")
+    if profile == PROFILE_FULL:
+        return original
+    resource = orjson.loads(original)
+    redacted = redact(resource, profile)
+    return original if redacted == resource else orjson.dumps(redacted)
 
 
 def _audit_record(ce: CloudEvent, facts: RoutingFacts, recipient: Recipient, decision: Decision) -> DecisionRecord:
@@ -105,7 +204,7 @@ def _audit_record(ce: CloudEvent, facts: RoutingFacts, recipient: Recipient, dec
         hub_patient_id=facts.hub_patient_id or "",
         recipient_id=recipient.partner_id,
         verdict=decision.verdict.value,
-        rule=decision.rule,
+        rule=decision.rule[:_RULE_MAX],
         reason=decision.reason,
         purpose=decision.purpose,
         resource_type=facts.resource_type,

@@ -20,7 +20,7 @@ from faststream.kafka.annotations import KafkaMessage
 from hub.events import HubEvent
 from hub.pipeline import normalize as normalize_stage
 from hub.pipeline import route as route_stage
-from hub.pipeline.ports import AuditLog, PartnerDirectory, PatientIndex, Sequencer
+from hub.pipeline.ports import AuditLog, ConsentSource, PartnerDirectory, PatientIndex, Sequencer
 from hub.pipeline.publisher import RecordPublisher
 from hub.pipeline.route import DecideFn
 from hub.pipeline.stage import run_batch
@@ -37,6 +37,7 @@ class PipelineDeps:
     audit: AuditLog
     sequencer: Sequencer
     publisher: RecordPublisher
+    consents: ConsentSource
     decide: DecideFn
 
 
@@ -92,7 +93,7 @@ def build_pipeline_router(
     async def route(msg: KafkaMessage) -> None:
         async def work(records: Sequence[Any]) -> None:
             await route_stage.route(
-                records, decide=deps.decide, directory=deps.directory, audit=deps.audit,
+                records, decide=deps.decide, directory=deps.directory, consents=deps.consents, audit=deps.audit,
                 sequencer=deps.sequencer, publisher=deps.publisher,
             )
 

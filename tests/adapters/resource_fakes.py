@@ -86,6 +86,31 @@ class FakeResourceStore:
             raise StoreUnavailable("database unavailable")
         self.linked.extend(tuple(group) for group in groups if group)
 
+    def _same_patient(self, source: str) -> set[str]:
+        """``source`` and every source linked with it (the crosswalk, as far as Patient links made it)."""
+        found = {source}
+        for group in self.linked:
+            if found & set(group):
+                found |= set(group)
+        return found
+
+    async def knows_patient(self, sender: str, source: str) -> bool:
+        self._read()
+        sources = self._same_patient(source)
+        namespace = f"urn:carehub:partner:{sender}"
+        if any(item.startswith((namespace + ":", namespace + "|")) for item in sources):
+            return True
+        return any(v.sender == sender and v.patient_source in sources for v in self.all_versions())
+
+    async def about_patient(self, resource_type: str, source: str) -> list[StoredVersion]:
+        self._read()
+        sources = self._same_patient(source)
+        return [
+            versions[-1]
+            for (kind, _), versions in sorted(self.resources.items())
+            if kind == resource_type and versions and versions[-1].patient_source in sources
+        ]
+
     async def delivered(self, recipient_id: str, event_ids: Sequence[str]) -> frozenset[str]:
         self._read()
         return frozenset(e for e in event_ids if (recipient_id, e) in self.permitted)

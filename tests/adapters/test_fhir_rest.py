@@ -406,8 +406,9 @@ async def test_body_exactly_at_the_limit_is_accepted() -> None:
 
 
 async def test_metadata_is_an_accurate_r4_capability_statement_without_auth(edge: Edge) -> None:
-    """No token needed; valid R4; says exactly what is implemented: six types with create, update,
-    read and vread (no search, no history, no delete), transaction, batch and $process-message."""
+    """No token needed; valid R4; says exactly what is implemented: seven types with create, update,
+    read and vread (search by patient on Consent only; no history, no delete), transaction, batch and
+    $process-message."""
     response = await edge.client.get("/fhir/metadata")
     assert 200 == response.status_code
     assert FHIR_JSON == response.headers["content-type"]
@@ -418,11 +419,15 @@ async def test_metadata_is_an_accurate_r4_capability_statement_without_auth(edge
     assert ["server"] == [rest["mode"] for rest in statement["rest"]]
     [rest] = statement["rest"]
     assert [
-        (name, ["read", "vread", "update", "create"])
-        for name in ("ServiceRequest", "Task", "Encounter", "Patient", "Organization", "Practitioner")
+        (name, ["read", "vread", "update", "create", *(["search-type"] if name == "Consent" else [])])
+        for name in ("ServiceRequest", "Task", "Encounter", "Consent", "Patient", "Organization", "Practitioner")
     ] == [(r["type"], [i["code"] for i in r["interaction"]]) for r in rest["resource"]]
     assert all(r["conditionalCreate"] and r["updateCreate"] and not r["readHistory"] for r in rest["resource"])
-    assert all("searchParam" not in r and "searchInclude" not in r for r in rest["resource"])
+    assert all(
+        ("searchParam" in r) == (r["type"] == "Consent") and "searchInclude" not in r for r in rest["resource"]
+    )
+    [consent] = [r for r in rest["resource"] if r["type"] == "Consent"]
+    assert ["patient"] == [p["name"] for p in consent["searchParam"]]
     assert ["transaction", "batch"] == [i["code"] for i in rest["interaction"]]
     assert ["process-message"] == [o["name"] for o in rest["operation"]]
 

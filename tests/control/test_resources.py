@@ -386,3 +386,57 @@ async def test_a_cbo_reads_what_the_audit_shows_was_delivered_to_it(
         await record_decisions(session, [decision(ingress.written[0][2]["ce_id"], "food-bank", "permit")])
     after = await client.get(location, headers=auth(CBO_TOKEN))
     assert (404, 200) == (before.status_code, after.status_code)
+
+
+def consent_version(
+    resource_id: str, patient_source: str, *, status: str = "active", sender: str = "hosp-a"
+) -> NewVersion:
+    content = f'{{"resourceType":"Consent","id":"{resource_id}","status":"{status}"}}'
+    return NewVersion(
+        resource_type="Consent", resource_id=resource_id, sender=sender, content=content,
+        event_id=f"ev-{resource_id}-{status}", patient_source=patient_source,
+    )
+
+
+async def test_resources_about_a_patient_follow_the_crosswalk_and_the_current_version(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    reference = "urn:carehub:partner:hosp-a:Patient/p1"
+    async with sessions() as session:
+        await resources.link_patient_sources(session, [[f"{MRN}|42", reference]])
+    async with sessions() as session:
+        hub_patient_id = await resolve_patient(session, reference)
+    async with sessions() as session:
+        await resources.save_versions(session, [consent_version("c1", f"{MRN}|42"), consent_version("c2", reference)])
+    async with sessions() as session:
+        await resources.save_versions(session, [consent_version("c1", f"{MRN}|42", status="inactive")])
+        await resources.save_versions(session, [consent_version("c3", "urn:oid:9|other")])
+        # c4 was about this patient, and its current version is about another one
+        await resources.save_versions(session, [consent_version("c4", reference)])
+        await resources.save_versions(session, [consent_version("c4", "urn:oid:9|other", status="inactive")])
+
+    async with sessions() as session:
+        sources = await resources.patient_sources(session, hub_patient_id=hub_patient_id)
+        found = await resources.current_about_patient(session, "Consent", sources)
+    assert sorted([f"{MRN}|42", reference]) == sources
+    assert [("c1", 2), ("c2", 1)] == [(v.resource_id, v.version_id) for v in found]
+
+    store = SqlResourceStore(sessions)
+    assert ["c1", "c2"] == [v.resource_id for v in await store.about_patient("Consent", reference)]
+    assert ["c3", "c4"] == [v.resource_id for v in await store.about_patient("Consent", "urn:oid:9|other")]
+    assert [] == await store.about_patient("Task", reference)
+
+
+async def test_a_sender_knows_its_own_patients_and_those_it_sent_resources_about(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    store = SqlResourceStore(sessions)
+    assert await store.knows_patient("hosp-a", "urn:carehub:partner:hosp-a:Patient/9")
+    assert await store.knows_patient("hosp-a", "urn:carehub:partner:hosp-a|MRN-1")
+    assert not await store.knows_patient("hosp-a", f"{MRN}|42")
+    await store.save([consent_version("c1", f"{MRN}|42", sender="hosp-b")])
+    assert not await store.knows_patient("hosp-a", f"{MRN}|42")
+    assert await store.knows_patient("hosp-b", f"{MRN}|42")
+    # linked to a Patient hosp-a sent: its own name for the same patient
+    await store.link_patients([[f"{MRN}|42", "urn:carehub:partner:hosp-a:Patient/p1"]])
+    assert await store.knows_patient("hosp-a", f"{MRN}|42")

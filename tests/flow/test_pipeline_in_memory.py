@@ -11,12 +11,13 @@ from faststream.kafka.annotations import KafkaMessage
 
 from hub import events
 from hub.consent.decision import Recipient
-from hub.consent.interim import decide
+from hub.consent.model import Policies
 from hub.pipeline import stage
 from hub.pipeline.publisher import KafkaRecordPublisher
+from hub.pipeline.route import engine_decider
 from hub.pipeline.workers import PipelineDeps, build_pipeline_router
 from hub.topics.registry import DLQ, INGRESS
-from tests.fakes import FakeAuditLog, FakeDirectory, FakePatientIndex, FakeSequencer
+from tests.fakes import FakeAuditLog, FakeConsentSource, FakeDirectory, FakePatientIndex, FakeSequencer
 from tests.records import cloud_event, hub_event
 
 CBO_A = Recipient(partner_id="cbo-a", kind="cbo", organization="Organization/cbo-a")
@@ -37,7 +38,8 @@ async def harness(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
     broker = KafkaBroker("localhost:9092")
     audit, patients = FakeAuditLog(), FakePatientIndex()
     deps = PipelineDeps(patients=patients, directory=FakeDirectory([CBO_A, CBO_B]), audit=audit,
-                        sequencer=FakeSequencer(), publisher=KafkaRecordPublisher(broker), decide=decide)
+                        sequencer=FakeSequencer(), publisher=KafkaRecordPublisher(broker),
+                        consents=FakeConsentSource(), decide=engine_decider(Policies()))
     broker.include_router(build_pipeline_router(deps, group_id="test", fetch_max_wait_ms=20))
     received: dict[str, list[tuple[bytes, dict[str, str]]]] = {"partner.cbo-a": [], "partner.cbo-b": [], DLQ.name: []}
     for topic in received:

@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import pytest
 
 from hub import events
 from hub.consent.decision import Decision, Recipient
-from hub.consent.interim import decide
+from hub.consent.model import Consent, Policies
 from hub.errors import BrokerUnavailable, InvalidInput, StoreUnavailable
 from hub.events import CloudEvent, RoutingFacts
 from hub.pipeline import normalize, route, stage
 from hub.topics.registry import DLQ, EVENTS, INGRESS
-from tests.fakes import FakeAuditLog, FakeDirectory, FakePatientIndex, FakePublisher, FakeSequencer
+from tests.fakes import (
+    FakeAuditLog,
+    FakeConsentSource,
+    FakeDirectory,
+    FakePatientIndex,
+    FakePublisher,
+    FakeSequencer,
+)
 from tests.records import Record, cloud_event, hub_event, record_of
 
 CBO_A = Recipient(partner_id="cbo-a", kind="cbo", organization="Organization/cbo-a")
 CBO_B = Recipient(partner_id="cbo-b", kind="cbo", organization="Organization/cbo-b")
+decide = route.engine_decider(Policies())
 
 
 @pytest.fixture(autouse=True)
@@ -103,14 +112,14 @@ async def test_a_bug_escaping_a_stage_is_isolated_to_its_record_and_dead_lettere
     batch = [record_of(EVENTS.name, hub_event(hub_patient_id="hp-1", mrn=mrn), cloud_event(f"e{i}"), offset=i)
              for i, mrn in enumerate(["A", "BUG", "C"])]
 
-    def buggy_decide(facts: RoutingFacts, recipient: Recipient) -> Decision:
+    def buggy_decide(facts: RoutingFacts, recipient: Recipient, consents: Sequence[Consent], at: datetime) -> Decision:
         if facts.patient_source == "urn:mrn|BUG":
             raise ZeroDivisionError
-        return decide(facts, recipient)
+        return decide(facts, recipient, consents, at)
 
     async def work(records: Sequence[Any]) -> None:
         await route.route(records, decide=buggy_decide, directory=FakeDirectory([CBO_A]), audit=FakeAuditLog(),
-                          sequencer=FakeSequencer(), publisher=publisher)
+                          consents=FakeConsentSource(), sequencer=FakeSequencer(), publisher=publisher)
 
     await stage.run_batch("route", batch, work, publisher)
     assert ["e0", "e2"] == [h["ce_id"] for t, _, _, h in publisher.published if t == "partner.cbo-a"]
@@ -119,10 +128,11 @@ async def test_a_bug_escaping_a_stage_is_isolated_to_its_record_and_dead_lettere
 
 
 async def _route(records: list[Record], directory: FakeDirectory, publisher: FakePublisher,
-                 audit: FakeAuditLog | None = None, sequencer: FakeSequencer | None = None) -> FakeAuditLog:
+                 audit: FakeAuditLog | None = None, sequencer: FakeSequencer | None = None,
+                 consents: FakeConsentSource | None = None) -> FakeAuditLog:
     audit = audit or FakeAuditLog()
     await route.route(records, decide=decide, directory=directory, audit=audit, sequencer=sequencer or FakeSequencer(),
-                      publisher=publisher)
+                      consents=consents or FakeConsentSource(), publisher=publisher)
     return audit
 
 
