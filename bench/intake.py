@@ -80,10 +80,13 @@ from bench.pipeline import (
     Throughput,
     end_offset_total,
     fhir_body,
+    fmt,
     free_port,
+    json_safe,
     make_producer,
     mrn_of,
     percentile,
+    ratio,
 )
 from hub import logs
 from hub.adapters.fhir_facts import encounter_facts, servicerequest_facts
@@ -893,16 +896,6 @@ async def run_hub_sections(session: HubSession, options: Options, results: Resul
 # --- output ----------------------------------------------------------------------------------------
 
 
-def _ratio(a: float | None, b: float | None) -> float:
-    if a is None or b is None or not b or math.isnan(a) or math.isnan(b):
-        return math.nan
-    return a / b
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
-
-
 def _per_s(throughput: Throughput | LoadResult | None) -> float | None:
     if isinstance(throughput, LoadResult):
         return throughput.throughput.per_s
@@ -912,17 +905,6 @@ def _per_s(throughput: Throughput | LoadResult | None) -> float | None:
 def _ms(throughput: Throughput | LoadResult | None) -> float:
     per_s = _per_s(throughput)
     return math.nan if not per_s or math.isnan(per_s) else 1000 / per_s
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN replaced by None (JSON has no NaN)."""
-    if isinstance(value, float):
-        return None if math.isnan(value) else round(value, 4)
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def summary(results: Results, options: Options) -> dict[str, Any]:
@@ -935,18 +917,18 @@ def summary(results: Results, options: Options) -> dict[str, Any]:
 
     n = options.connections
     ratios: dict[str, float] = {
-        "mllp_1conn_vs_produce_1": _ratio(_per_s(results.mllp_1), _per_s(results.produce_1)),
-        "mllp_1conn_vs_parse_map": _ratio(_per_s(results.mllp_1), _per_s(results.parse_map)),
-        f"mllp_{n}conn_vs_produce_{n}": _ratio(_per_s(results.mllp_n), _per_s(results.produce_n)),
-        f"mllp_{n}conn_vs_parse_map": _ratio(_per_s(results.mllp_n), _per_s(results.parse_map)),
+        "mllp_1conn_vs_produce_1": ratio(_per_s(results.mllp_1), _per_s(results.produce_1)),
+        "mllp_1conn_vs_parse_map": ratio(_per_s(results.mllp_1), _per_s(results.parse_map)),
+        f"mllp_{n}conn_vs_produce_{n}": ratio(_per_s(results.mllp_n), _per_s(results.produce_n)),
+        f"mllp_{n}conn_vs_parse_map": ratio(_per_s(results.mllp_n), _per_s(results.parse_map)),
     }
     for resource_type in FHIR_TYPES:
         name = resource_type.lower()
         http = results.http.get(resource_type)
-        ratios[f"http_{name}_vs_validate"] = _ratio(_per_s(http), _per_s(results.validate.get(resource_type)))
-        ratios[f"http_{name}_vs_produce_{options.concurrency}"] = _ratio(
+        ratios[f"http_{name}_vs_validate"] = ratio(_per_s(http), _per_s(results.validate.get(resource_type)))
+        ratios[f"http_{name}_vs_produce_{options.concurrency}"] = ratio(
             _per_s(http), _per_s(results.produce_fhir.get(resource_type)))
-    figures: dict[str, Any] = _finite({
+    figures: dict[str, Any] = json_safe({
         "config": {"messages": options.messages, "requests": options.requests, "connections": options.connections,
                    "concurrency": options.concurrency, "workers": options.workers,
                    "hl7_message_bytes_avg": round(results.hl7_bytes),
@@ -1005,7 +987,7 @@ def table(results: Results, options: Options) -> Table:
         if hub is None and ceiling is None:
             continue
         h, ref = _per_s(hub), _per_s(ceiling)
-        out.add_row(label, _fmt(h) if label else "", _fmt(ref), _fmt(_ratio(h, ref), 3), what)
+        out.add_row(label, fmt(h) if label else "", fmt(ref), fmt(ratio(h, ref), 3), what)
     return out
 
 
@@ -1032,13 +1014,13 @@ def notes(results: Results, options: Options) -> list[str]:
             f"from the client process {_ms(results.mllp_1):.3f} ms.")
     for name, profiled in results.profiled.items():
         what = f"MLLP {n}-connection" if name == "mllp" else f"POST /fhir/ServiceRequest c={options.concurrency}"
-        lines.append(f"profiled {what} run (not a measurement): {_fmt(_per_s(profiled))}/s")
+        lines.append(f"profiled {what} run (not a measurement): {fmt(_per_s(profiled))}/s")
         profile = results.profile.get(name)
         if not profile:
             continue
         lines.append(f"  py-spy ({PY_SPY_RATE_HZ} Hz, --nonblocking, this process, all threads): "
                      f"{profile['busy_samples']} busy samples ({profile['idle_samples']} idle or empty apart); the "
-                     f"event loop was busy {_fmt(profile['event_loop_busy'], 2)} of the profiled span. Busy samples "
+                     f"event loop was busy {fmt(profile['event_loop_busy'], 2)} of the profiled span. Busy samples "
                      "by component: " + "; ".join(f"{k} {v:.0%}" for k, v in profile["by_component"].items()))
         lines.append("  by step of the edge (share of all busy samples): "
                      + "; ".join(f"{k} {v:.0%}" for k, v in profile["edge_steps"].items()))

@@ -854,13 +854,15 @@ async def run(options: Options, console: Console) -> Results:
 # --- output ----------------------------------------------------------------------------------------
 
 
-def _ratio(a: float | None, b: float | None) -> float:
+def ratio(a: float | None, b: float | None) -> float:
+    """a / b, or NaN when either is missing."""
     if a is None or b is None or not b or math.isnan(a) or math.isnan(b):
         return math.nan
     return a / b
 
 
-def _fmt(value: float | None, digits: int = 1) -> str:
+def fmt(value: float | None, digits: int = 1) -> str:
+    """A figure for the table ("-" when missing)."""
     return "-" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
 
 
@@ -872,14 +874,14 @@ def _per_s(throughput: Throughput | None) -> float | None:
     return None if throughput is None else throughput.per_s
 
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """``value`` with every NaN replaced by None (JSON has no NaN)."""
     if isinstance(value, float):
         return None if math.isnan(value) else round(value, 4)
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -893,7 +895,7 @@ def summary(results: Results, options: Options) -> dict[str, Any]:
 
     http = results.http
     hub_per_s = _per_s(results.hub)
-    figures: dict[str, Any] = _finite({
+    figures: dict[str, Any] = json_safe({
         "config": {"events": options.events, "requests": options.requests, "latency_events": options.latency_events,
                    "latency_rate_per_s": options.latency_rate, "concurrency": options.concurrency,
                    "value_bytes_avg": round(results.value_bytes), "fhir_body_bytes_avg": round(results.body_bytes),
@@ -914,16 +916,16 @@ def summary(results: Results, options: Options) -> dict[str, Any]:
             "statuses": http.statuses, "pipeline_delivered_during_http": http.delivered_during,
         },
         "ratios": {
-            "hub_vs_raw_throughput": _ratio(hub_per_s, _per_s(results.raw)),
-            "hub_vs_raw_batched_throughput": _ratio(hub_per_s, _per_s(results.raw_batched)),
-            "hub_vs_raw_chain_throughput": _ratio(hub_per_s, _per_s(results.raw_chain)),
-            "hub_vs_raw_latency_p50": _ratio(_lat(results.hub_latency, "p50"), _lat(results.raw_latency_1hop, "p50")),
-            "hub_vs_raw_latency_p99": _ratio(_lat(results.hub_latency, "p99"), _lat(results.raw_latency_1hop, "p99")),
-            "hub_vs_raw_2hops_latency_p50": _ratio(_lat(results.hub_latency, "p50"),
+            "hub_vs_raw_throughput": ratio(hub_per_s, _per_s(results.raw)),
+            "hub_vs_raw_batched_throughput": ratio(hub_per_s, _per_s(results.raw_batched)),
+            "hub_vs_raw_chain_throughput": ratio(hub_per_s, _per_s(results.raw_chain)),
+            "hub_vs_raw_latency_p50": ratio(_lat(results.hub_latency, "p50"), _lat(results.raw_latency_1hop, "p50")),
+            "hub_vs_raw_latency_p99": ratio(_lat(results.hub_latency, "p99"), _lat(results.raw_latency_1hop, "p99")),
+            "hub_vs_raw_2hops_latency_p50": ratio(_lat(results.hub_latency, "p50"),
                                                    _lat(results.raw_latency_2hops, "p50")),
-            "hub_vs_raw_2hops_latency_p99": _ratio(_lat(results.hub_latency, "p99"),
+            "hub_vs_raw_2hops_latency_p99": ratio(_lat(results.hub_latency, "p99"),
                                                    _lat(results.raw_latency_2hops, "p99")),
-            "http_vs_validate": _ratio(_per_s(http.throughput if http else None), _per_s(results.validate)),
+            "http_vs_validate": ratio(_per_s(http.throughput if http else None), _per_s(results.validate)),
         },
         "total_s": results.total_s,
     })
@@ -946,16 +948,16 @@ def table(results: Results, options: Options) -> Table:
         ("", results.raw_batched, "raw getmany→send batch→commit, 1 hop"),
     ):
         ceiling = _per_s(ref)
-        out.add_row(label, _fmt(hub) if label else "", _fmt(ceiling), _fmt(_ratio(hub, ceiling), 3), what)
+        out.add_row(label, fmt(hub) if label else "", fmt(ceiling), fmt(ratio(hub, ceiling), 3), what)
     rate = f"{options.latency_events} events paced at {options.latency_rate:g}/s"
     for label, attr in (("end-to-end latency p50, ms", "p50"), ("end-to-end latency p99, ms", "p99")):
         h = _lat(results.hub_latency, attr)
         one, two = _lat(results.raw_latency_1hop, attr), _lat(results.raw_latency_2hops, attr)
-        out.add_row(label, _fmt(h), _fmt(one), _fmt(_ratio(h, one), 2), f"raw, 1 hop, {rate}")
-        out.add_row("", "", _fmt(two), _fmt(_ratio(h, two), 2), "raw, 2 chained hops, same run")
+        out.add_row(label, fmt(h), fmt(one), fmt(ratio(h, one), 2), f"raw, 1 hop, {rate}")
+        out.add_row("", "", fmt(two), fmt(ratio(h, two), 2), "raw, 2 chained hops, same run")
     http = _per_s(results.http.throughput if results.http else None)
     ceiling = _per_s(results.validate)
-    out.add_row("HTTP intake, requests/s", _fmt(http), _fmt(ceiling), _fmt(_ratio(http, ceiling), 3),
+    out.add_row("HTTP intake, requests/s", fmt(http), fmt(ceiling), fmt(ratio(http, ceiling), 3),
                 "parse_fhir_json + validate_resource in-process")
     return out
 
