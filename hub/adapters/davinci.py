@@ -48,6 +48,7 @@ from hub.adapters.fhir_validation import (
     FhirIssue,
     FhirValidationError,
     rebase_issues,
+    validate_bundle_structure,
     validate_resource,
 )
 from hub.events import FHIR_JSON, CloudEvent, HubEvent, encode, event_id, event_type, now
@@ -62,7 +63,6 @@ EVENT_KINDS: Mapping[str, str] = {
 NOTIFICATION_RECEIVER = "http://hl7.org/fhir/us/davinci-alerts/CapabilityStatement/notification-receiver"
 _HEADER = "Bundle.entry[0].resource"
 _EVENT = f"{_HEADER}.event.ofType(Coding)"
-_STUB = {"resourceType": "Basic", "code": {"text": "stub"}}
 _RESTFUL_TAIL = re.compile(r"(?:.*/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})")
 
 
@@ -125,15 +125,8 @@ def _check_bundle(data: dict[str, Any]) -> list[dict[str, Any]]:
         raise FhirValidationError(
             [_issue("invalid", "resourceType", "$process-message takes a message Bundle")]
         )
+    validate_bundle_structure(data)
     entries = data.get("entry")
-    shell = dict(data)
-    if isinstance(entries, list):
-        shell["entry"] = [
-            {**entry, "resource": _STUB} if isinstance(entry, dict) and isinstance(entry.get("resource"), dict)
-            else entry
-            for entry in entries
-        ]
-    validate_resource(shell, expected_type="Bundle")
     if data.get("type") != "message":
         raise FhirValidationError(
             [_issue("invalid", "Bundle.type", "a notification is a Bundle of type message")]

@@ -52,6 +52,7 @@ from hub.adapters.fhir_validation import (
     FhirIssue,
     FhirValidationError,
     rebase_issues,
+    validate_bundle_structure,
     validate_resource,
 )
 from hub.adapters.operation_outcome import AuthenticationRequired, Forbidden, http_status_for, outcome_for
@@ -63,7 +64,6 @@ MAX_BUNDLE_ENTRIES = 100
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 _RESTFUL_URL = re.compile(r"https?://\S+/(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})")
 _LOCAL_REFERENCE = ("urn:uuid:", "urn:oid:")
-_STUB = {"resourceType": "Basic", "code": {"text": "stub"}}
 _METHOD_RANK = {"POST": 0, "PUT": 1, "GET": 2}
 
 
@@ -122,15 +122,8 @@ def _check_bundle(data: dict[str, Any]) -> list[Any]:
         raise FhirValidationError(
             [_issue("not-supported", "Bundle.type", "a message Bundle goes to POST [base]/$process-message")]
         )
+    validate_bundle_structure(data)
     entries = data.get("entry")
-    shell = dict(data)
-    if isinstance(entries, list):
-        shell["entry"] = [
-            {**entry, "resource": _STUB} if isinstance(entry, dict) and isinstance(entry.get("resource"), dict)
-            else entry
-            for entry in entries
-        ]
-    validate_resource(shell, expected_type="Bundle")
     if bundle_type not in {"transaction", "batch"}:
         raise FhirValidationError(
             [_issue("not-supported", "Bundle.type", "this server processes transaction and batch Bundles")]
