@@ -70,7 +70,6 @@ from rich.table import Table
 
 from bench.pipeline import (
     ADMIN_TOKEN,
-    CBO_ID,
     HOSPITAL_ID,
     HOSPITAL_ORG,
     MRN_SYSTEM,
@@ -87,6 +86,7 @@ from bench.pipeline import (
     mrn_of,
     percentile,
     ratio,
+    register_bench_partners,
 )
 from hub import logs
 from hub.adapters.fhir_facts import encounter_facts, servicerequest_facts
@@ -387,17 +387,7 @@ async def started_hub(bootstrap: str, workdir: Path, *, workers: bool) -> AsyncI
     )
     async with running_hub(settings, workers=workers) as hub:
         url = httpx.URL(hub.http_url or "")
-        tokens: dict[str, str] = {}
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            for partner_id, kind, name in ((HOSPITAL_ID, "hospital", "Bench General Hospital"),
-                                           (CBO_ID, "cbo", "Bench Community Food Bank")):
-                answer = await client.post(
-                    "/admin/v1/partners", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-                    json={"id": partner_id, "kind": kind, "name": name, "organization": f"Organization/{partner_id}"},
-                )
-                if answer.status_code != 201:
-                    raise SystemExit(f"registering {partner_id} failed: {answer.status_code} {answer.text}")
-                tokens[partner_id] = str(answer.json()["token"])
+        tokens = await register_bench_partners(url)
         if hub.mllp_port is None or url.port is None:
             raise SystemExit("the hub started without its HTTP or MLLP listener")
         yield HubSession(hub=hub, host=url.host, http_port=url.port, mllp_port=hub.mllp_port,

@@ -564,6 +564,22 @@ class HubSession:
     hospital_token: str
 
 
+async def register_bench_partners(base_url: str | httpx.URL) -> dict[str, str]:
+    """Register the bench hospital and CBO through the admin API; their tokens by partner id."""
+    tokens: dict[str, str] = {}
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        for partner_id, kind, name in ((HOSPITAL_ID, "hospital", "Bench General Hospital"),
+                                       (CBO_ID, "cbo", "Bench Community Food Bank")):
+            answer = await client.post(
+                "/admin/v1/partners", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                json={"id": partner_id, "kind": kind, "name": name, "organization": f"Organization/{partner_id}"},
+            )
+            if answer.status_code != 201:
+                raise SystemExit(f"registering {partner_id} failed: {answer.status_code} {answer.text}")
+            tokens[partner_id] = str(answer.json()["token"])
+    return tokens
+
+
 @contextlib.asynccontextmanager
 async def started_hub(bootstrap: str, workdir: Path) -> AsyncIterator[HubSession]:
     """Start the hub against ``bootstrap`` and register a hospital and a CBO through the admin API."""
@@ -578,17 +594,7 @@ async def started_hub(bootstrap: str, workdir: Path) -> AsyncIterator[HubSession
     )
     async with running_hub(settings) as hub:
         url = hub.http_url or ""
-        tokens: dict[str, str] = {}
-        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-            for partner_id, kind, name in ((HOSPITAL_ID, "hospital", "Bench General Hospital"),
-                                           (CBO_ID, "cbo", "Bench Community Food Bank")):
-                answer = await client.post(
-                    "/admin/v1/partners", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-                    json={"id": partner_id, "kind": kind, "name": name, "organization": f"Organization/{partner_id}"},
-                )
-                if answer.status_code != 201:
-                    raise SystemExit(f"registering {partner_id} failed: {answer.status_code} {answer.text}")
-                tokens[partner_id] = str(answer.json()["token"])
+        tokens = await register_bench_partners(url)
         yield HubSession(hub=hub, url=url, hospital_token=tokens[HOSPITAL_ID])
 
 
