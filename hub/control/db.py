@@ -13,6 +13,7 @@ failing with ``SQLITE_BUSY`` on a stale snapshot.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -71,7 +72,6 @@ def _on_sqlite_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA synchronous = NORMAL")
     finally:
@@ -82,8 +82,9 @@ def make_engine(url: str) -> AsyncEngine:
     """Build the async engine for ``url``.
 
     SQLite: creates the database file's parent directory (ConfigurationError if it cannot), and every
-    connection gets WAL journaling, foreign keys and a busy timeout. PostgreSQL: a bounded, pre-pinged,
-    recycled connection pool. Statement parameters are hidden from logs and exception text (PHI).
+    connection gets foreign keys and a busy timeout; WAL journaling is stored in the file by
+    :func:`upgrade`. PostgreSQL: a bounded, pre-pinged, recycled connection pool. Statement parameters
+    are hidden from logs and exception text (PHI).
     """
     sa_url = make_url(url)
     backend = backend_name(sa_url)
@@ -136,9 +137,30 @@ async def _lock_for_migration(connection: AsyncConnection) -> None:
         await connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+async def _enable_wal(engine: AsyncEngine) -> None:
+    """Switch a SQLite database to WAL journaling (persistent in the file; a no-op once done).
+
+    Changing the journal mode needs an exclusive lock, and SQLite answers ``SQLITE_BUSY`` at once
+    instead of calling the busy handler when another connection holds one (several workers starting
+    on a new file at the same moment), so the switch is retried here for up to the busy timeout.
+    """
+    deadline = asyncio.get_running_loop().time() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            async with engine.connect() as connection:
+                await connection.exec_driver_sql("PRAGMA journal_mode = WAL")
+            return
+        except OperationalError as exc:
+            if "locked" not in str(exc.orig) or asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(0.02)
+
+
 async def _migrate(url: str, step: Callable[[Connection, Config, str], None], revision: str) -> None:
     engine = make_engine(url)
     try:
+        if engine.dialect.name == "sqlite":
+            await _enable_wal(engine)
         async with engine.connect() as connection:
             await _lock_for_migration(connection)
             await connection.run_sync(step, alembic_config(url), revision)

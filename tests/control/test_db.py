@@ -155,8 +155,10 @@ def test_a_sqlite_path_under_a_regular_file_is_a_configuration_error(tmp_path: P
         make_engine(f"sqlite+aiosqlite:///{blocker / 'hub.db'}")
 
 
-async def test_a_sqlite_engine_turns_on_wal_and_foreign_keys(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}")
+async def test_a_migrated_sqlite_database_uses_wal_and_foreign_keys(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
+    await upgrade(url)
+    engine = make_engine(url)
     try:
         async with engine.connect() as connection:
             journal = (await connection.exec_driver_sql("PRAGMA journal_mode")).scalar_one()
