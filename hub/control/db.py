@@ -93,6 +93,8 @@ def make_engine(url: str) -> AsyncEngine:
         path = _sqlite_file(sa_url)
         if path is not None:
             _create_parent_directory(path)
+        if path is not None:
+            options.update(pool_size=1, max_overflow=0, pool_timeout=60)
         engine = _create_async_engine(sa_url, **options)
         event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
         return engine

@@ -29,9 +29,9 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
-from sqlalchemy import Integer, String, Table, Text, delete, exists, func, insert, literal, select, text
+from sqlalchemy import Integer, Row, String, Table, Text, bindparam, delete, exists, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.dml import Insert
@@ -99,7 +99,72 @@ def content_hash(content: str) -> str:
     return hashlib.sha256(content.encode("utf-8")).hexdigest()
 
 
-def _stored(row: ResourceRow) -> StoredVersion:
+_COLUMNS: Final = (
+    "resource_type",
+    "resource_id",
+    "version_id",
+    "last_updated",
+    "sender",
+    "content",
+    "content_hash",
+    "event_id",
+    "patient_source",
+)
+_KEY = (_RESOURCES.c.resource_type == bindparam("rt"), _RESOURCES.c.resource_id == bindparam("rid"))
+# Statements are built once, with bound parameters, so SQLAlchemy compiles each of them once per dialect
+# (building one per call with literal values cost more than executing it).
+_VERSIONS: Final = select(*(_RESOURCES.c[name] for name in _COLUMNS)).where(*_KEY).order_by(_RESOURCES.c.version_id)
+_CURRENT: Final = (
+    select(*(_RESOURCES.c[name] for name in _COLUMNS))
+    .where(*_KEY)
+    .order_by(_RESOURCES.c.version_id.desc())
+    .limit(1)
+)
+_DELETE_IDENTIFIERS: Final = delete(_IDENTIFIERS).where(
+    _IDENTIFIERS.c.resource_type == bindparam("rt"), _IDENTIFIERS.c.resource_id == bindparam("rid")
+)
+
+
+def _insert_next_version() -> Insert:
+    """``INSERT`` the next version of ``(rt, rid)`` unless its current version has the content hash ``hash``;
+    returns the new ``version_id`` (no row when nothing was written)."""
+    latest = _RESOURCES.alias("latest")
+    newest = (
+        select(func.max(latest.c.version_id))
+        .where(latest.c.resource_type == bindparam("rt"), latest.c.resource_id == bindparam("rid"))
+        .scalar_subquery()
+    )
+    same = _RESOURCES.alias("same")
+    unchanged = exists().where(
+        same.c.resource_type == bindparam("rt"),
+        same.c.resource_id == bindparam("rid"),
+        same.c.version_id == newest,
+        same.c.content_hash == bindparam("hash"),
+    )
+    previous = _RESOURCES.alias("previous")
+    next_version = (
+        select(func.coalesce(func.max(previous.c.version_id), 0) + 1)
+        .where(previous.c.resource_type == bindparam("rt"), previous.c.resource_id == bindparam("rid"))
+        .scalar_subquery()
+    )
+    source = select(
+        bindparam("rt", type_=String()),
+        bindparam("rid", type_=String()),
+        next_version.cast(Integer()),
+        bindparam("now", type_=UTCDateTime()),
+        bindparam("sender", type_=String()),
+        bindparam("content", type_=Text()),
+        bindparam("hash", type_=String()),
+        bindparam("event_id", type_=String()),
+        bindparam("patient_source", type_=String()),
+    ).where(~unchanged)
+    return insert(_RESOURCES).from_select(list(_COLUMNS), source).returning(_RESOURCES.c.version_id)
+
+
+_INSERT_NEXT: Final = _insert_next_version()
+
+
+def _stored(row: Row[Any]) -> StoredVersion:
     return StoredVersion(
         resource_type=row.resource_type,
         resource_id=row.resource_id,
@@ -121,24 +186,15 @@ def _check_key(resource_type: str, resource_id: str) -> None:
 async def versions(session: AsyncSession, resource_type: str, resource_id: str) -> list[StoredVersion]:
     """Every stored version of ``(resource_type, resource_id)``, oldest first (empty when unknown)."""
     _check_key(resource_type, resource_id)
-    statement = (
-        select(ResourceRow)
-        .where(ResourceRow.resource_type == resource_type, ResourceRow.resource_id == resource_id)
-        .order_by(ResourceRow.version_id)
-    )
     async with guarded(session, "read_resource"):
-        rows = (await session.scalars(statement)).all()
+        connection = await session.connection()
+        rows = (await connection.execute(_VERSIONS, {"rt": resource_type, "rid": resource_id})).all()
     return [_stored(row) for row in rows]
 
 
-async def _current(session: AsyncSession, resource_type: str, resource_id: str) -> ResourceRow | None:
-    statement = (
-        select(ResourceRow)
-        .where(ResourceRow.resource_type == resource_type, ResourceRow.resource_id == resource_id)
-        .order_by(ResourceRow.version_id.desc())
-        .limit(1)
-    )
-    return (await session.scalars(statement)).first()
+async def _current(session: AsyncSession, resource_type: str, resource_id: str) -> Row[Any] | None:
+    connection = await session.connection()
+    return (await connection.execute(_CURRENT, {"rt": resource_type, "rid": resource_id})).first()
 
 
 async def find_by_identifier(
@@ -161,66 +217,17 @@ async def find_by_identifier(
     return [_stored(row) for row in found if row is not None]
 
 
-def _insert_if_changed(write: NewVersion, now: datetime) -> Insert:
-    """``INSERT`` the next version of ``write``'s resource unless its current version has the same content."""
-    key = (write.resource_type, write.resource_id)
-    latest = _RESOURCES.alias("latest")
-    newest = (
-        select(func.max(latest.c.version_id))
-        .where(latest.c.resource_type == key[0], latest.c.resource_id == key[1])
-        .scalar_subquery()
-    )
-    same = _RESOURCES.alias("same")
-    unchanged = exists().where(
-        same.c.resource_type == key[0],
-        same.c.resource_id == key[1],
-        same.c.version_id == newest,
-        same.c.content_hash == write.content_hash,
-    )
-    previous = _RESOURCES.alias("previous")
-    next_version = (
-        select(func.coalesce(func.max(previous.c.version_id), 0) + 1)
-        .where(previous.c.resource_type == key[0], previous.c.resource_id == key[1])
-        .scalar_subquery()
-    )
-    source = select(
-        literal(write.resource_type, String()),
-        literal(write.resource_id, String()),
-        next_version.cast(Integer()),
-        literal(now, UTCDateTime()),
-        literal(write.sender, String()),
-        literal(write.content, Text()),
-        literal(write.content_hash, String()),
-        literal(write.event_id, String()),
-        literal(write.patient_source, String()),
-    ).where(~unchanged)
-    columns = [
-        "resource_type",
-        "resource_id",
-        "version_id",
-        "last_updated",
-        "sender",
-        "content",
-        "content_hash",
-        "event_id",
-        "patient_source",
-    ]
-    return insert(_RESOURCES).from_select(columns, source)
-
-
-async def _replace_identifiers(session: AsyncSession, write: NewVersion) -> None:
-    await session.execute(
-        delete(_IDENTIFIERS).where(
-            _IDENTIFIERS.c.resource_type == write.resource_type, _IDENTIFIERS.c.resource_id == write.resource_id
-        )
-    )
+async def _replace_identifiers(session: AsyncSession, write: NewVersion, *, first_version: bool) -> None:
+    connection = await session.connection()
+    if not first_version:
+        await connection.execute(_DELETE_IDENTIFIERS, {"rt": write.resource_type, "rid": write.resource_id})
     pairs = {
         (system, value)
         for system, value in write.identifiers
         if value and len(value) <= IDENTIFIER_MAX and len(system) <= IDENTIFIER_MAX
     }
     if pairs:
-        await session.execute(
+        await connection.execute(
             insert(_IDENTIFIERS),
             [
                 {
@@ -296,6 +303,20 @@ async def save_versions(session: AsyncSession, writes: Sequence[NewVersion]) -> 
     raise StoreUnavailable("concurrent updates of the same resource kept colliding during save_resources; retry")
 
 
+def _written(write: NewVersion, version_id: int, now: datetime) -> StoredVersion:
+    return StoredVersion(
+        resource_type=write.resource_type,
+        resource_id=write.resource_id,
+        version_id=version_id,
+        last_updated=now,
+        sender=write.sender,
+        content=write.content,
+        content_hash=write.content_hash,
+        event_id=write.event_id,
+        patient_source=write.patient_source,
+    )
+
+
 def _lock_key(resource_type: str, resource_id: str) -> int:
     """A signed 64-bit advisory-lock key for one resource (PostgreSQL serialises its writers on it)."""
     digest = hashlib.sha256(f"carehub/resources/{resource_type}/{resource_id}".encode()).digest()
@@ -310,15 +331,27 @@ async def _save_once(session: AsyncSession, writes: Sequence[NewVersion]) -> lis
         if session.get_bind().dialect.name == "postgresql":
             for key in sorted({_lock_key(w.resource_type, w.resource_id) for w in writes}):
                 await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        connection = await session.connection()
         for write in writes:
-            result = await session.execute(_insert_if_changed(write, now))
-            written = bool(getattr(result, "rowcount", 0))
+            params = {
+                "rt": write.resource_type,
+                "rid": write.resource_id,
+                "now": now,
+                "sender": write.sender,
+                "content": write.content,
+                "hash": write.content_hash,
+                "event_id": write.event_id,
+                "patient_source": write.patient_source,
+            }
+            version_id = (await connection.execute(_INSERT_NEXT, params)).scalar()
+            if version_id is not None:
+                await _replace_identifiers(session, write, first_version=version_id == 1)
+                saved.append(Saved(version=_written(write, version_id, now), written=True))
+                continue
             row = await _current(session, write.resource_type, write.resource_id)
-            if row is None:  # pragma: no cover - the row written or matched above cannot vanish in-transaction
+            if row is None:  # pragma: no cover - the row matched above cannot vanish in-transaction
                 raise StoreUnavailable("a stored resource disappeared during save_resources; retry")
-            if written:
-                await _replace_identifiers(session, write)
-            saved.append(Saved(version=_stored(row), written=written))
+            saved.append(Saved(version=_stored(row), written=False))
         for write in writes:
             if write.patient_sources:
                 await _link(session, write.patient_sources)

@@ -121,12 +121,12 @@ async def test_a_save_is_all_or_nothing(
     calls = 0
     original = resources._replace_identifiers
 
-    async def fail_on_second(session: AsyncSession, write: NewVersion) -> None:
+    async def fail_on_second(session: AsyncSession, write: NewVersion, *, first_version: bool) -> None:
         nonlocal calls
         calls += 1
         if calls == 2:
             raise RuntimeError("disk on fire")
-        await original(session, write)
+        await original(session, write, first_version=first_version)
 
     monkeypatch.setattr(resources, "_replace_identifiers", fail_on_second)
     with pytest.raises(RuntimeError):
