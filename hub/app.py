@@ -24,6 +24,8 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from hub.adapters.cds_hooks import build_cds_router
+from hub.adapters.cds_hooks_store import SqlConsultStore
 from hub.adapters.fhir_rest import build_fhir_router, install_fhir_error_handlers
 from hub.adapters.mllp import start_mllp_server
 from hub.admin.api import PartnerCreated, build_admin_router
@@ -99,6 +101,11 @@ def build_http_app(
         prefix="/fhir",
     )
     install_fhir_error_handlers(app)
+    app.include_router(
+        build_cds_router(
+            authenticator=authenticator, store=SqlConsultStore(sessions), max_body_bytes=settings.max_body_bytes
+        )
+    )
     app.include_router(
         build_admin_router(sessions=sessions, authenticator=authenticator, on_partner_created=on_partner_created)
     )

@@ -1,0 +1,226 @@
+"""The CDS Hooks consent decision service (LEAP ``patient-consent-consult``), mounted at the root.
+
+* ``GET /cds-services``: the discovery document (no token needed; it holds no data).
+* ``POST /cds-services/patient-consent-consult``: a consult. Order of work: authenticate (bearer token
+  of a partner or the operator's admin token) -> read and parse the body (``cds_hooks_model``) ->
+  gather (``ConsultStore``: the patient's hub id, the actor's names, the consents) -> decide
+  (``hub.consent.cds_cards.consult``, pure) -> audit -> answer ``{"cards": [<LEAP card>]}``.
+
+This module does I/O only; everything it decides is in the pure modules. Answers:
+
+* 200 with one card (CONSENT_PERMIT / CONSENT_DENY / NO_CONSENT), only after the decision was appended
+  to the decision audit (``consent_decisions``, rule ``cds:<engine rule>``);
+* 400 ``bad_request`` (LEAP's error shape, plus ``expression``): not JSON, not an object, wrong ``hook``,
+  no ``hookInstance``/``context``/``patientId``, an unusable member; an operator consult without actor;
+* 401 ``unauthorized`` with ``WWW-Authenticate: Bearer``: no or unknown token;
+* 404 ``not_found``: another service id; 413 ``payload_too_large``; 415 ``unsupported_media_type``
+  (JSON only); 503 ``service_unavailable`` with ``Retry-After`` when the store does not answer.
+
+Audit record of a consult: ``event_id`` ``cds-consult:<sha-256 of caller and hookInstance>`` (a retried
+consult is recorded once; the id can never equal an event id, so it never grants a FHIR read),
+``recipient_id`` the actor's partner id (``(unregistered-actor)`` when the actor is no partner),
+``hub_patient_id`` (``(unresolved)`` when unknown), verdict ``permit`` for CONSENT_PERMIT and ``deny``
+otherwise (a NO_CONSENT answer permits nothing), the purposes and classes asked about.
+Logs carry the decision, the rule and the caller, never identifiers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any, Final
+
+import orjson
+import structlog
+from fastapi import APIRouter, Request, Response
+
+from hub import events
+from hub.adapters.cds_hooks_model import discovery, error_body, parse_request
+from hub.adapters.cds_hooks_store import ConsultStore
+from hub.consent.cds_cards import SERVICE_ID, CardDecision, ConsultAnswer, ConsultRequest, card
+from hub.consent.cds_cards import consult as decide_consult
+from hub.control.audit import CONSULT_RULE_PREFIX, DecisionRecord
+from hub.errors import InvalidInput, RetryableError
+from hub.ports import Authenticator, Principal
+
+log = structlog.get_logger(__name__)
+
+SOURCE_LABEL: Final = "CareHub Consent Decision Service"
+RETRY_AFTER_SECONDS: Final = 5
+UNRESOLVED_PATIENT: Final = "(unresolved)"
+UNREGISTERED_ACTOR: Final = "(unregistered-actor)"
+_JSON_TYPES: Final = frozenset({"application/json", "application/fhir+json"})
+_REALM: Final = 'Bearer realm="carehub"'
+_RULE_MAX: Final = 128
+
+
+class _Refused(Exception):
+    """An error answer: HTTP status, LEAP error code, message, JSON path, extra headers."""
+
+    def __init__(
+        self, status: int, error: str, message: str, *, expression: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.expression = expression
+        self.headers = headers or {}
+
+
+def build_cds_router(*, authenticator: Authenticator, store: ConsultStore, max_body_bytes: int) -> APIRouter:
+    """The CDS Hooks router (mount it without a prefix: it serves ``/cds-services``)."""
+    service = _CdsService(authenticator=authenticator, store=store, max_body_bytes=max_body_bytes)
+    router = APIRouter(tags=["CDS Hooks consent service"])
+    router.add_api_route(
+        "/cds-services", service.discovery, methods=["GET"], summary="CDS Hooks discovery", response_class=Response
+    )
+    router.add_api_route(
+        f"/cds-services/{SERVICE_ID}", service.consult, methods=["POST"], response_class=Response,
+        summary="Consult the patient's consents (LEAP patient-consent-consult)",
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
+        },
+    )
+    router.add_api_route(
+        "/cds-services/{service_id}", service.unknown_service, methods=["POST"], response_class=Response,
+        include_in_schema=False,
+    )
+    return router
+
+
+class _CdsService:
+    def __init__(self, *, authenticator: Authenticator, store: ConsultStore, max_body_bytes: int) -> None:
+        self._authenticator = authenticator
+        self._store = store
+        self._max_body_bytes = max_body_bytes
+
+    async def discovery(self) -> Response:
+        """``GET /cds-services``."""
+        return _json(200, discovery())
+
+    async def unknown_service(self, service_id: str) -> Response:
+        """``POST /cds-services/<other>``: 404 (the id is not echoed)."""
+        del service_id
+        return _json(404, error_body("not_found", f"this server offers only the {SERVICE_ID} service"))
+
+    async def consult(self, request: Request) -> Response:
+        """``POST /cds-services/patient-consent-consult``."""
+        try:
+            principal = await self._authenticate(request)
+            body = await self._body(request)
+            try:
+                parsed = parse_request(body, sender=principal.partner_id)
+            except InvalidInput as error:
+                raise _Refused(400, "bad_request", str(error), expression=error.expression) from None
+            answer, record = await self._decide(principal, parsed)
+        except _Refused as refused:
+            return _json(
+                refused.status, error_body(refused.error, refused.message, expression=refused.expression),
+                headers=refused.headers,
+            )
+        except RetryableError:
+            log.warning("cds_consult_store_unavailable")
+            return _json(
+                503, error_body("service_unavailable", "the consent store did not answer; retry"),
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        log.info(
+            "cds_consult", decision=answer.decision.value, rule=answer.rule,
+            caller=principal.partner_id or "operator", actor_partner=record.recipient_id,
+        )
+        base = str(request.base_url).rstrip("/")
+        answer_card = card(
+            answer, source_label=SOURCE_LABEL, source_url=f"{base}/cds-services", consent_base=f"{base}/fhir/"
+        )
+        return _json(200, {"cards": [answer_card]})
+
+    async def _decide(self, principal: Principal, parsed: ConsultRequest) -> tuple[ConsultAnswer, DecisionRecord]:
+        actors = parsed.actors
+        if not actors:
+            if principal.organization is None:
+                raise _Refused(
+                    400, "bad_request",
+                    "Invalid request: context.actor is required (the operator consults on behalf of an actor)",
+                    expression="context.actor",
+                )
+            actors = (principal.organization,)
+        patients = await self._store.patients(parsed.patient_ids)
+        actor = await self._store.actor(actors)
+        consents = await self._store.consents(patients[0]) if len(patients) == 1 else ()
+        answer = decide_consult(parsed, consents, patients=patients, recipient_ids=actor.names, at=time.time())
+        record = audit_record(
+            answer,
+            parsed,
+            caller=principal.partner_id or "operator",
+            patient=patients[0] if len(patients) == 1 else None,
+            recipient=actor.partner_ids[0] if actor.partner_ids else None,
+        )
+        await self._store.record(record)
+        return answer, record
+
+    async def _authenticate(self, request: Request) -> Principal:
+        header = request.headers.get("authorization")
+        if not header:
+            raise _Refused(
+                401, "unauthorized", "a bearer token is required (Authorization: Bearer <token>)",
+                headers={"WWW-Authenticate": _REALM},
+            )
+        scheme, _, token = header.partition(" ")
+        principal = await self._authenticator.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+        if principal is None:
+            raise _Refused(
+                401, "unauthorized", "the bearer token is not valid",
+                headers={"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
+            )
+        return principal
+
+    async def _body(self, request: Request) -> bytes:
+        content_type = request.headers.get("content-type")
+        if content_type is not None and content_type.split(";")[0].strip().lower() not in _JSON_TYPES:
+            raise _Refused(415, "unsupported_media_type", "send the consult as application/json")
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > self._max_body_bytes:
+            raise _Refused(413, "payload_too_large", f"the body is larger than {self._max_body_bytes} bytes")
+        chunks: list[bytes] = []
+        received = 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > self._max_body_bytes:
+                raise _Refused(413, "payload_too_large", f"the body is larger than {self._max_body_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def consult_event_id(caller: str, hook_instance: str) -> str:
+    """The audit ``event_id`` of a consult: stable per caller and hook instance, never an event's id."""
+    digest = hashlib.sha256(f"{caller}\x00{hook_instance}".encode()).hexdigest()
+    return f"cds-consult:{digest}"
+
+
+def audit_record(
+    answer: ConsultAnswer, request: ConsultRequest, *, caller: str, patient: str | None, recipient: str | None
+) -> DecisionRecord:
+    """The decision-audit row of a consult (pure)."""
+    asked = f"purposes {', '.join(request.purposes) or 'unspecified'}; classes {', '.join(request.classes) or 'any'}"
+    obligations = ", ".join(obligation.code for obligation in answer.obligations) or "none"
+    reason = (
+        f"CDS Hooks consult by {caller} answered {answer.decision.value} ({asked}; obligations: {obligations}): "
+        f"{answer.reason}"
+    )
+    return DecisionRecord(
+        event_id=consult_event_id(caller, request.hook_instance),
+        hub_patient_id=patient or UNRESOLVED_PATIENT,
+        recipient_id=recipient or UNREGISTERED_ACTOR,
+        verdict="permit" if answer.decision is CardDecision.PERMIT else "deny",
+        rule=f"{CONSULT_RULE_PREFIX}{answer.rule}"[:_RULE_MAX],
+        reason=reason[:10_000],
+        purpose=(",".join(request.purposes) or "unspecified")[:64],
+        resource_type=(",".join(request.classes) or "any")[:64],
+        decided_at=events.now(),
+    )
+
+
+def _json(status: int, content: dict[str, Any], *, headers: dict[str, str] | None = None) -> Response:
+    return Response(content=orjson.dumps(content), status_code=status, media_type="application/json", headers=headers)

@@ -1,0 +1,118 @@
+"""The CDS Hooks router in memory (fake store): the gather -> decide -> audit order, 503 when the store does
+not answer, no 500 on any body, and logs without identifiers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+import orjson
+import pytest
+from fastapi import FastAPI
+from structlog.testing import capture_logs
+
+from hub.adapters.cds_hooks import build_cds_router
+from hub.adapters.cds_hooks_store import ResolvedActor
+from hub.consent.model import Consent
+from hub.control.audit import DecisionRecord
+from hub.errors import StoreUnavailable
+from tests.adapters.conftest import CBO_TOKEN, OPERATOR_TOKEN, make_authenticator
+from tests.consent.helpers import PATIENT, optout
+
+CONSULT = "/cds-services/patient-consent-consult"
+MRN = "urn:oid:1.2.3|MRN-SECRET-77"
+
+
+@dataclass
+class FakeConsultStore:
+    """Knows one patient (MRN) with the given consents; records the audit; can be made unavailable."""
+
+    consents_of: tuple[Consent, ...] = ()
+    recorded: list[DecisionRecord] = field(default_factory=list)
+    down: bool = False
+
+    async def patients(self, identifiers: Sequence[str]) -> tuple[str, ...]:
+        if self.down:
+            raise StoreUnavailable("the database did not answer")
+        return (PATIENT,) if MRN in identifiers else ()
+
+    async def actor(self, names: Sequence[str]) -> ResolvedActor:
+        return ResolvedActor(frozenset(names), ("food-bank",) if "Organization/food-bank" in names else ())
+
+    async def consents(self, hub_patient_id: str) -> tuple[Consent, ...]:
+        return self.consents_of
+
+    async def record(self, record: DecisionRecord) -> None:
+        self.recorded.append(record)
+
+
+@pytest.fixture
+def store() -> FakeConsultStore:
+    return FakeConsultStore(consents_of=(optout("c1"),))
+
+
+@pytest.fixture
+async def client(store: FakeConsultStore) -> AsyncIterator[httpx.AsyncClient]:
+    app = FastAPI()
+    app.include_router(build_cds_router(authenticator=make_authenticator(), store=store, max_body_bytes=4096))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hub.test") as http:
+        yield http
+
+
+def consult_body(**context: object) -> bytes:
+    return orjson.dumps({"hook": "patient-consent-consult", "hookInstance": "h-1", "context": {
+        "patientId": [{"system": "urn:oid:1.2.3", "value": "MRN-SECRET-77"}], **context}})
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+
+async def test_a_cbo_asking_about_itself_is_answered_and_audited_with_its_partner_id(
+    client: httpx.AsyncClient, store: FakeConsultStore
+) -> None:
+    answer = await client.post(CONSULT, content=consult_body(purposeOfUse="CAREMGT"), headers=auth(CBO_TOKEN))
+    assert 200 == answer.status_code, answer.text
+    [card] = answer.json()["cards"]
+    assert "CONSENT_DENY" == card["summary"]
+    assert "http://hub.test/fhir/Consent/c1" == card["extension"]["basedOn"]
+    assert {"label": "CareHub Consent Decision Service", "url": "http://hub.test/cds-services"} == card["source"]
+    [record] = store.recorded
+    assert ("food-bank", PATIENT, "deny", "cds:consent:c1:policyRule") == (
+        record.recipient_id, record.hub_patient_id, record.verdict, record.rule)
+
+
+async def test_the_store_not_answering_is_a_503_with_retry_after(
+    client: httpx.AsyncClient, store: FakeConsultStore
+) -> None:
+    store.down = True
+    body = consult_body(actor=[{"system": "urn:x", "value": "a"}])
+    answer = await client.post(CONSULT, content=body, headers=auth(OPERATOR_TOKEN))
+    assert (503, "service_unavailable") == (answer.status_code, answer.json()["error"])
+    assert "5" == answer.headers["retry-after"]
+    assert [] == store.recorded
+
+
+async def test_logs_name_the_decision_and_never_the_identifiers(client: httpx.AsyncClient) -> None:
+    with capture_logs() as logs:
+        await client.post(CONSULT, content=consult_body(actor=[{"system": "urn:x", "value": "ACTOR-9"}]),
+                          headers=auth(OPERATOR_TOKEN))
+    assert [("cds_consult", "CONSENT_DENY")] == [(entry["event"], entry.get("decision")) for entry in logs]
+    assert "MRN-SECRET-77" not in repr(logs)
+    assert "ACTOR-9" not in repr(logs)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"null", b"1e999999", b"\xff\xfe", b'{"hook": "patient-consent-consult", "hookInstance": "x", "context": '
+     b'{"patientId": [{"system": "s", "value": "v"}], "purposeOfUse": {"code": 5}}}',
+     b'{"hook": "patient-consent-consult", "hookInstance": "x", "context": {"patientId": [{"value": "v"}], '
+     b'"actor": [], "class": [{"code": "X"}], "scope": [{"coding": [{"code": "adr"}]}]}}',
+     b'{"hook": "patient-consent-consult", "hookInstance": "x\\u007f", "context": {}}',
+     b"x" * 5000],
+)
+async def test_no_body_gets_a_500(client: httpx.AsyncClient, content: bytes) -> None:
+    answer = await client.post(CONSULT, content=content, headers=auth(OPERATOR_TOKEN))
+    assert answer.status_code in (200, 400, 413), answer.text
+    assert answer.headers["content-type"] == "application/json"
