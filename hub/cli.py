@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -231,6 +233,97 @@ def audit_list(
         table.add_row(r.decided_at.isoformat(timespec="seconds"), r.event_id[:8], r.recipient_id,
                       r.verdict, r.rule, r.reason)
     console.print(table)
+
+
+@audit_app.command("disclosures")
+def audit_disclosures(
+    patient: Annotated[str, typer.Option(help="hub patient id or any identifier system|value of the patient")],
+    since: Annotated[
+        str | None, typer.Option(help="start, inclusive: YYYY-MM-DD (UTC) or a time with offset; default 6 years ago")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="end, exclusive (a date covers that whole day); default now")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the accounting as JSON")] = False,
+) -> None:
+    """Accounting of disclosures (HIPAA 164.528): every permitted sharing of one patient's data."""
+    from hub.admin import accounting  # noqa: PLC0415
+    from hub.control.sqltypes import utc_now  # noqa: PLC0415
+
+    settings = _settings()
+
+    async def main() -> dict[str, Any]:
+        window = accounting.accounting_window(since, until, now=utc_now())
+        lines: list[dict[str, Any]] = []
+        async with _control_session(settings) as session:
+            page = await accounting.read_accounting(session, patient, window, limit=accounting.MAX_LIMIT)
+            lines.extend(page.disclosures)
+            while page.next_after is not None:
+                page = await accounting.read_accounting(
+                    session, patient, window, after=page.next_after, limit=accounting.MAX_LIMIT
+                )
+                lines.extend(page.disclosures)
+        return accounting.accounting_json(replace(page, disclosures=tuple(lines), next_after=None))
+
+    found = _run(main)
+    if as_json:
+        sys.stdout.write(json.dumps(found, indent=2) + "\n")
+        return
+    period = found["period"]
+    who = found["patient"]["hub_patient_id"] or "unknown patient"
+    console.print(f"Accounting of disclosures for {who}, {_seconds(period['since'])} to {_seconds(period['until'])}"
+                  f" (UTC): {found['count']} disclosure(s)", highlight=False, soft_wrap=True)
+    table = Table("date (UTC)", "recipient", "organization", "description", "purpose", "rule", "event")
+    for column in table.columns:
+        column.overflow = "fold"
+    for line in found["disclosures"]:
+        recipient = line["recipient"]
+        table.add_row(_seconds(line["date"]), f"{recipient['name'] or '?'} ({recipient['id']})",
+                      recipient["organization"] or "", line["description"],
+                      f"{line['purpose']['display']} ({line['purpose']['code']})", line["rule"], line["event_id"])
+    console.print(table)
+
+
+def _seconds(instant: str) -> str:
+    """``2026-11-20T17:39:29.885172Z`` -> ``2026-11-20 17:39:29``."""
+    return instant[:19].replace("T", " ")
+
+
+@audit_app.command("export")
+def audit_export(
+    patient: Annotated[str | None, typer.Option(help="only this patient: hub patient id or system|value")] = None,
+    since: Annotated[str | None, typer.Option(help="start, inclusive: YYYY-MM-DD or a time with offset")] = None,
+    until: Annotated[str | None, typer.Option(help="end, exclusive (a date covers that whole day)")] = None,
+    verdict: Annotated[str | None, typer.Option(help="permit or deny; default both")] = None,
+    output: Annotated[Path | None, typer.Option(help="write to this file instead of standard output")] = None,
+) -> None:
+    """Export audited decisions as FHIR R4 AuditEvents (IHE BALP style), one JSON per line (NDJSON)."""
+    from hub.admin import accounting  # noqa: PLC0415
+
+    settings = _settings()
+
+    async def main() -> int:
+        start, end = accounting.export_window(since, until)
+        chosen = accounting.parse_verdict(verdict)
+        with contextlib.ExitStack() as files:
+            sink = files.enter_context(output.open("w", encoding="utf-8")) if output else sys.stdout
+            written = 0
+            after = None
+            async with _control_session(settings) as session:
+                while True:
+                    events, after = await accounting.read_audit_events(
+                        session, patient=patient, since=start, until=end, verdict=chosen, after=after,
+                        limit=accounting.MAX_LIMIT,
+                    )
+                    for event in events:
+                        sink.write(json.dumps(event, separators=(",", ":")) + "\n")
+                    written += len(events)
+                    if after is None:
+                        return written
+
+    written = _run(main)
+    if output is not None:
+        err_console.print(f"wrote {written} AuditEvent(s) to {output}", highlight=False)
 
 
 @contextlib.asynccontextmanager

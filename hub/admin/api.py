@@ -1,7 +1,10 @@
-"""The admin HTTP API (``/admin/v1``): partners and the audit of sharing decisions.
+"""The admin HTTP API (``/admin/v1``): partners, the audit of sharing decisions, the accounting of
+disclosures (``/disclosures``) and the BALP AuditEvent export (``/audit/AuditEvent``).
 
-Every route needs the operator's bearer token (``HUB_ADMIN_TOKEN``). Errors are JSON
-``{"detail": ...}`` with a precise message; nothing here echoes PHI.
+Every route needs the operator's bearer token (``HUB_ADMIN_TOKEN``): no token or an unknown one is 401,
+a partner's own token is 403 (it is valid, just not for this API). Errors are JSON
+``{"detail": ...}`` with a precise message (bad query parameters of the accounting and the export: 400,
+naming the parameter); nothing here echoes PHI.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hub.admin.accounting_api import build_accounting_router
 from hub.auth import SqlAuthenticator
 from hub.control import audit, partners
 from hub.errors import InvalidInput
@@ -45,12 +49,18 @@ def build_admin_router(
     async def require_operator(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> None:
-        if credentials is None or not authenticator.is_admin(credentials.credentials):
+        if credentials is not None and authenticator.is_admin(credentials.credentials):
+            return
+        if credentials is not None and await authenticator.authenticate(credentials.credentials) is not None:
             raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                detail="the admin API needs the operator's bearer token (HUB_ADMIN_TOKEN)",
-                headers={"WWW-Authenticate": "Bearer"},
+                status.HTTP_403_FORBIDDEN,
+                detail="this is a partner's token: the admin API needs the operator's bearer token (HUB_ADMIN_TOKEN)",
             )
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="the admin API needs the operator's bearer token (HUB_ADMIN_TOKEN)",
+            headers={"WWW-Authenticate": 'Bearer realm="carehub-admin"'},
+        )
 
     router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_operator)])
 
@@ -108,4 +118,5 @@ def build_admin_router(
             for r in records
         ]
 
+    router.include_router(build_accounting_router(sessions=sessions))
     return router

@@ -90,7 +90,8 @@ class ConsentDecisionRow(Base):
     __table_args__ = (
         CheckConstraint("verdict IN ('permit', 'deny')", name="verdict"),
         UniqueConstraint("event_id", "recipient_id", "verdict", "rule"),
-        Index(None, "hub_patient_id"),
+        Index(None, "hub_patient_id", "verdict", "decided_at", "id"),  # accounting of disclosures (0004)
+        Index(None, "decided_at", "id"),  # AuditEvent export by time (0004)
         Index(None, "recipient_id"),
     )
 

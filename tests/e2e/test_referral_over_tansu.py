@@ -114,4 +114,4 @@ async def test_admin_api_refuses_bad_requests_precisely(
 async def test_a_partner_token_cannot_use_the_admin_api(hub_client: HubClient) -> None:
     _, token = await hub_client.add_partner("hosp", "hospital")
     answer = await hub_client.http.get("/admin/v1/partners", headers={"Authorization": f"Bearer {token}"})
-    assert 401 == answer.status_code
+    assert 403 == answer.status_code
