@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 app = typer.Typer(help="CareHub: an event-driven health-information-exchange hub.", no_args_is_help=True)
 db_app = typer.Typer(help="The control-plane database.", no_args_is_help=True)
 partners_app = typer.Typer(help="Hospitals and community-based organizations.", no_args_is_help=True)
+facility_app = typer.Typer(help="A hospital's HL7 v2 sending facilities (MSH-4).", no_args_is_help=True)
+partners_app.add_typer(facility_app, name="facility")
 audit_app = typer.Typer(help="The audit of sharing decisions.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(partners_app, name="partners")
@@ -211,6 +213,66 @@ def partners_list() -> None:
     for p in _run(main):
         table.add_row(p.id, p.kind, p.name, p.organization, "yes" if p.active else "no")
     console.print(table)
+
+
+@facility_app.command("add")
+def facility_add(
+    partner_id: Annotated[str, typer.Argument(help="The hospital partner's id.")],
+    facility: Annotated[str, typer.Argument(help="MSH-4 as sent: GHH, or GHH^1.2.3^ISO.")],
+) -> None:
+    """Register an MSH-4 sending facility for a hospital (MLLP messages from it are accepted within 10 s)."""
+    from hub.control import facilities  # noqa: PLC0415
+
+    settings = _settings()
+
+    async def main() -> facilities.Facility:
+        async with _control_session(settings) as session:
+            return await facilities.add_facility(session, partner_id, facility)
+
+    added = _run(main)
+    console.print(f"facility {added.facility} registered for {added.partner_id}", highlight=False)
+
+
+@facility_app.command("remove")
+def facility_remove(
+    partner_id: Annotated[str, typer.Argument(help="The hospital partner's id.")],
+    facility: Annotated[str, typer.Argument(help="MSH-4 as registered.")],
+) -> None:
+    """Unregister a sending facility (its messages are refused within 10 s)."""
+    from hub.control import facilities  # noqa: PLC0415
+
+    settings = _settings()
+
+    async def main() -> bool:
+        async with _control_session(settings) as session:
+            return await facilities.remove_facility(session, partner_id, facility)
+
+    if not _run(main):
+        err_console.print(f"[bold red]error:[/] {facility} is not registered for {partner_id}", highlight=False)
+        raise typer.Exit(2)
+    console.print(f"facility {facility} removed from {partner_id}", highlight=False)
+
+
+@facility_app.command("list")
+def facility_list(
+    partner_id: Annotated[str | None, typer.Argument(help="Only this partner's facilities.")] = None,
+) -> None:
+    """List registered sending facilities."""
+    from hub.control import facilities  # noqa: PLC0415
+
+    settings = _settings()
+
+    async def main() -> list[facilities.Facility]:
+        async with _control_session(settings) as session:
+            return await facilities.list_facilities(session, partner_id)
+
+    table = Table("facility", "partner", "registered at")
+    for found in _run(main):
+        table.add_row(found.facility, found.partner_id, found.created_at.isoformat(timespec="seconds"))
+    console.print(table)
+
+
+_ROSTER_PATIENT = "system|value as the CBO (or a hospital) knows the patient, |value for the CBO's own id, or hp-<id>"
 
 
 @audit_app.command("list")

@@ -40,6 +40,8 @@ NAMING_CONVENTION = {
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")
 
 PARTNER_ID_MAX = 63
+#: MSH-4 is an HD of three components (IS 20, ST 199, ID 6 in v2.5) joined by '^'.
+FACILITY_MAX = 227
 CURRENT_TIMESTAMP = text("CURRENT_TIMESTAMP")
 
 
@@ -66,6 +68,17 @@ class PartnerRow(Base):
     organization: Mapped[str] = mapped_column(String(512))
     token_hash: Mapped[str] = mapped_column(String(64))
     active: Mapped[bool] = mapped_column(Boolean(), server_default=true(), default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now, server_default=CURRENT_TIMESTAMP)
+
+
+class PartnerFacilityRow(Base):
+    """An HL7 v2 sending facility (MSH-4, as ``facility_key`` writes it) and the hospital that sends under it."""
+
+    __tablename__ = "partner_facilities"
+    __table_args__ = (Index(None, "partner_id"),)
+
+    facility: Mapped[str] = mapped_column(String(FACILITY_MAX), primary_key=True)
+    partner_id: Mapped[str] = mapped_column(String(PARTNER_ID_MAX), ForeignKey("partners.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now, server_default=CURRENT_TIMESTAMP)
 
 
@@ -173,3 +186,4 @@ class ResourceIdentifierRow(Base):
     resource_id: Mapped[str] = mapped_column(String(64))
     id_system: Mapped[str] = mapped_column(String(512))
     id_value: Mapped[str] = mapped_column(String(512))
+

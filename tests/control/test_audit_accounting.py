@@ -201,7 +201,8 @@ async def test_an_unknown_patient_has_an_empty_accounting(session: AsyncSession)
 
 
 async def test_consent_service_answers_are_audited_but_are_not_disclosures(session: AsyncSession) -> None:
-    shared, consulted = decision(1, at=NOW - timedelta(days=2)), decision(2, at=NOW - timedelta(days=1), rule="cds:policy:x")
+    shared = decision(1, at=NOW - timedelta(days=2))
+    consulted = decision(2, at=NOW - timedelta(days=1), rule="cds:policy:x")
     await record_decisions(session, [shared, consulted])
     found = await read_accounting(session, PATIENT, accounting_window(None, None, now=NOW))
     assert [shared.event_id] == [line["event_id"] for line in found.disclosures]

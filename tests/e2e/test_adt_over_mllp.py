@@ -67,3 +67,26 @@ async def test_a_message_from_an_unmapped_facility_is_rejected_with_err_at_msh_4
     message = adt({"MSH-4": "NOT-MAPPED", "MSH-10": f"MSG-X-{hub_client.prefix}"})
     ack = read_ack(await asyncio.to_thread(send, hub_client.hub.mllp_port or 0, message))
     assert ("AR", "MSH-4") == (ack.code, ack.location)
+
+
+async def test_a_facility_registered_through_the_admin_api_is_accepted_and_refused_once_removed(
+    feed: tuple[HubClient, str],
+) -> None:
+    hub_client, _ = feed
+    facility = f"REG{hub_client.prefix.upper()}^2.16.840.1.113883.19.5^ISO"
+    url = f"/admin/v1/partners/{hub_client.prefix}-hosp/facilities"
+    port = hub_client.hub.mllp_port or 0
+    before = read_ack(await asyncio.to_thread(send, port, adt({"MSH-4": facility, "MSH-10": "R-1"})))
+    registered = await hub_client.http.post(url, headers=hub_client.admin, json={"facility": facility})
+    assert 201 == registered.status_code, registered.text
+    # The MLLP edge remembers that a facility is unknown for up to 1 s; this hub asked about it just before.
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:
+        after = read_ack(await asyncio.to_thread(send, port, adt({"MSH-4": facility, "MSH-10": "R-2"})))
+        if after.code == "AA" or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert ("AR", "MSH-4") == (before.code, before.location)
+    assert "AA" == after.code
+    removed = await hub_client.http.delete(f"{url}/{facility}", headers=hub_client.admin)
+    assert 204 == removed.status_code
