@@ -39,7 +39,14 @@ from hub.control.resources import SqlResourceStore
 from hub.errors import ConfigurationError
 from hub.pipeline.publisher import AioKafkaRecordPublisher
 from hub.pipeline.route import engine_decider
-from hub.pipeline.stores import SqlAuditLog, SqlConsentSource, SqlPartnerDirectory, SqlPatientIndex, SqlSequencer
+from hub.pipeline.stores import (
+    SqlAuditLog,
+    SqlConsentSource,
+    SqlPartnerDirectory,
+    SqlPatientIndex,
+    SqlRosterSource,
+    SqlSequencer,
+)
 from hub.pipeline.workers import PipelineDeps, build_pipeline_router
 from hub.settings import Settings
 from hub.topics.registry import CORE_TOPICS, partner_topic
@@ -198,11 +205,13 @@ async def running_hub(
         await publisher.start()
         stack.push_async_callback(publisher.stop)
         directory = SqlPartnerDirectory(sessions, on_new_partner=new_partner_topic)
+        roster_source = SqlRosterSource(sessions)  # the admin API below clears it on a roster change
         if workers:
             deps = PipelineDeps(
                 patients=SqlPatientIndex(sessions), directory=directory, audit=SqlAuditLog(sessions),
                 sequencer=SqlSequencer(sessions), publisher=publisher, consents=SqlConsentSource(sessions),
                 decide=engine_decider(Policies()),  # opt-out jurisdiction, default sharing rules
+                rosters=roster_source,
             )
             broker.include_router(
                 build_pipeline_router(
@@ -228,6 +237,7 @@ async def running_hub(
                 authenticator=SqlAuthenticator(sessions, admin_token=admin_token),
                 publisher=publisher, on_partner_created=partner_created,
             )
+            app.state.roster_changed = roster_source.invalidate  # read by hub.admin.rosters_api
             hub.http_url = await _start_http(app, settings, stack)
             mllp = await start_mllp_server(
                 host=settings.mllp_host, port=settings.mllp_port, ingress=publisher,

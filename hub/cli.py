@@ -31,6 +31,9 @@ db_app = typer.Typer(help="The control-plane database.", no_args_is_help=True)
 partners_app = typer.Typer(help="Hospitals and community-based organizations.", no_args_is_help=True)
 facility_app = typer.Typer(help="A hospital's HL7 v2 sending facilities (MSH-4).", no_args_is_help=True)
 partners_app.add_typer(facility_app, name="facility")
+roster_app = typer.Typer(help="The patients on a CBO's roster (their admit/discharge events reach it).",
+                          no_args_is_help=True)
+partners_app.add_typer(roster_app, name="roster")
 audit_app = typer.Typer(help="The audit of sharing decisions.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(partners_app, name="partners")
@@ -273,6 +276,79 @@ def facility_list(
 
 
 _ROSTER_PATIENT = "system|value as the CBO (or a hospital) knows the patient, |value for the CBO's own id, or hp-<id>"
+_ROSTER_BOUND = "running hubs apply it within 5 s"
+
+
+@roster_app.command("add")
+def roster_add(
+    partner_id: Annotated[str, typer.Argument(help="The CBO's partner id.")],
+    patient: Annotated[str, typer.Argument(help=_ROSTER_PATIENT)],
+) -> None:
+    """Put a patient on a CBO's roster (idempotent)."""
+    from hub.control import rosters  # noqa: PLC0415
+
+    settings = _settings()
+
+    async def main() -> tuple[rosters.RosterEntry, bool]:
+        async with _control_session(settings) as session:
+            return await rosters.add_to_roster(session, partner_id, patient)
+
+    entry, created = _run(main)
+    what = "added to" if created else "already on"
+    console.print(f"entry {entry.id}: patient {what} the roster of {partner_id} ({_ROSTER_BOUND})", highlight=False)
+
+
+@roster_app.command("remove")
+def roster_remove(
+    partner_id: Annotated[str, typer.Argument(help="The CBO's partner id.")],
+    patient: Annotated[str | None, typer.Argument(help=f"{_ROSTER_PATIENT}, as the entry names it.")] = None,
+    entry: Annotated[int | None, typer.Option("--entry", help="The entry id instead of the patient.")] = None,
+) -> None:
+    """Take a patient off a CBO's roster (by the patient as the entry names it, or by --entry ID)."""
+    from hub.control import rosters  # noqa: PLC0415
+
+    settings = _settings()
+
+    async def main() -> rosters.RosterEntry | None:
+        async with _control_session(settings) as session:
+            return await rosters.remove_from_roster(session, partner_id, entry_id=entry, patient=patient)
+
+    removed = _run(main)
+    if removed is None:
+        err_console.print(f"[bold red]error:[/] partner {partner_id} has no such roster entry", highlight=False)
+        raise typer.Exit(2)
+    console.print(f"entry {removed.id} removed from the roster of {partner_id} ({_ROSTER_BOUND})", highlight=False)
+
+
+@roster_app.command("list")
+def roster_list(
+    partner_id: Annotated[str, typer.Argument(help="The CBO's partner id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")] = False,
+) -> None:
+    """List a CBO's roster; 'hub patient' is empty while the hub does not know the patient yet."""
+    from hub.control import rosters  # noqa: PLC0415
+
+    settings = _settings()
+
+    async def main() -> list[rosters.RosterEntry]:
+        found: list[rosters.RosterEntry] = []
+        async with _control_session(settings) as session:
+            while True:
+                page = await rosters.list_roster(session, partner_id, after=found[-1].id if found else 0)
+                found.extend(page)
+                if len(page) < rosters.DEFAULT_LIMIT:
+                    return found
+
+    entries = _run(main)
+    if as_json:
+        for item in entries:
+            sys.stdout.write(json.dumps(item.to_public()) + "\n")
+        return
+    table = Table("entry", "patient", "hub patient", "added at")
+    for item in entries:
+        added = item.added_at.isoformat(timespec="seconds")
+        table.add_row(str(item.id), item.patient, item.hub_patient_id or "", added)
+    console.print(table)
 
 
 @audit_app.command("list")

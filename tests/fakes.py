@@ -1,4 +1,4 @@
-"""In-memory fakes of the ports in ``hub.ports``, for unit tests of edges and pure code."""
+"""In-memory fakes of the ports in ``hub.ports`` and ``hub.pipeline.ports``, for unit tests of edges and pure code."""
 
 from __future__ import annotations
 
@@ -123,3 +123,24 @@ class FakeConsentSource:
         if consent is not None:
             kept = tuple(c for c in self.consents.get(hub_patient_id, ()) if c.id != consent.id)
             self.consents[hub_patient_id] = (*kept, consent)
+
+
+@dataclass
+class FakeRosterSource:
+    """Rosters in a dict (partner id -> hub patient ids); ``asked`` records every batch of patients asked about."""
+
+    rosters: dict[str, set[str]] = field(default_factory=dict)
+    asked: list[frozenset[str]] = field(default_factory=list)
+
+    async def rostered(self, hub_patient_ids: Collection[str]) -> dict[str, frozenset[str]]:
+        self.asked.append(frozenset(hub_patient_ids))
+        return {
+            patient: frozenset(partner for partner, patients in self.rosters.items() if patient in patients)
+            for patient in hub_patient_ids
+        }
+
+    def add(self, partner_id: str, hub_patient_id: str) -> None:
+        self.rosters.setdefault(partner_id, set()).add(hub_patient_id)
+
+    def remove(self, partner_id: str, hub_patient_id: str) -> None:
+        self.rosters.get(partner_id, set()).discard(hub_patient_id)

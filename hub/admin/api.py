@@ -1,6 +1,7 @@
-"""The admin HTTP API (``/admin/v1``): partners and their HL7 v2 sending facilities
-(``/partners/{id}/facilities``), the audit of sharing decisions, the accounting of disclosures
-(``/disclosures``) and the BALP AuditEvent export (``/audit/AuditEvent``).
+"""The admin HTTP API (``/admin/v1``): partners, their HL7 v2 sending facilities
+(``/partners/{id}/facilities``) and CBO rosters (``/partners/{id}/roster``), the audit of sharing
+decisions, the accounting of disclosures (``/disclosures``) and the BALP AuditEvent export
+(``/audit/AuditEvent``).
 
 Every route needs the operator's bearer token (``HUB_ADMIN_TOKEN``): no token or an unknown one is 401,
 a partner's own token is 403 (it is valid, just not for this API). Errors are JSON
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.admin.accounting_api import build_accounting_router
 from hub.admin.facilities_api import build_facilities_router
+from hub.admin.rosters_api import build_rosters_router
 from hub.auth import SqlAuthenticator
 from hub.control import audit, partners
 from hub.errors import InvalidInput
@@ -121,5 +123,6 @@ def build_admin_router(
         ]
 
     router.include_router(build_accounting_router(sessions=sessions))
+    router.include_router(build_rosters_router(sessions=sessions))
     router.include_router(build_facilities_router(sessions=sessions))
     return router

@@ -187,3 +187,25 @@ class ResourceIdentifierRow(Base):
     id_system: Mapped[str] = mapped_column(String(512))
     id_value: Mapped[str] = mapped_column(String(512))
 
+
+class PartnerRosterRow(Base):
+    """One patient on a partner's roster (migration 0006), named by exactly one of:
+
+    * ``source``: a crosswalk source (``system|value``) as the partner knows the patient, resolved through
+      ``patient_identities`` at read time, so an entry matches as soon as the crosswalk learns it;
+    * ``hub_patient_id``: the hub's own id of the patient.
+    """
+
+    __tablename__ = "partner_rosters"
+    __table_args__ = (
+        CheckConstraint("(source IS NULL) <> (hub_patient_id IS NULL)", name="one_patient_name"),
+        UniqueConstraint("source", "partner_id"),  # also the index of the read by patient
+        UniqueConstraint("hub_patient_id", "partner_id"),
+        Index(None, "partner_id", "id"),  # a partner's roster, in order
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    partner_id: Mapped[str] = mapped_column(String(PARTNER_ID_MAX), ForeignKey("partners.id"))
+    source: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    hub_patient_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now, server_default=CURRENT_TIMESTAMP)

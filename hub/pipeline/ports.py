@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from hub.consent.decision import Recipient
@@ -53,4 +53,13 @@ class ConsentSource(Protocol):
     async def changed(self, hub_patient_id: str, consent: Consent | None) -> None:
         """A consent-change event of this patient passed the route stage: forget what is cached and, when
         given, take ``consent`` (the version the event carries) as that Consent's current version."""
+        ...
+
+
+class RosterSource(Protocol):
+    """Roster membership: which partners have a patient on their roster (cached by implementations)."""
+
+    async def rostered(self, hub_patient_ids: Collection[str]) -> Mapping[str, frozenset[str]]:
+        """For every given hub patient id, the ids of the partners whose roster holds the patient (empty
+        when none does)."""
         ...

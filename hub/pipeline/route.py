@@ -1,9 +1,15 @@
 """Route: ``hub.events`` → gather → decide per candidate recipient → audit → deliver to ``partner.<id>``.
 
-* **gather** (I/O): the active partners, and the patient's consents from the :class:`ConsentSource`
-  (cached per patient). A ``consent-change`` event is not routed: it tells the consent source that this
-  patient's consents changed (with the version it carries), so every later event of the patient, which
-  the same stage sees later because ``hub.events`` is keyed by hub patient id, is decided under it.
+* **gather** (I/O): the active partners, the roster membership of the batch's patients from the
+  :class:`RosterSource` (one read per batch, cached per patient), and the patient's consents from the
+  :class:`ConsentSource` (cached per patient). A ``consent-change`` event is not routed: it tells the
+  consent source that this patient's consents changed (with the version it carries), so every later
+  event of the patient, which the same stage sees later because ``hub.events`` is keyed by hub patient
+  id, is decided under it.
+* **candidates** (pure, :func:`candidates`): who could receive the event. Encounter events (admit,
+  discharge, transfer, registration, updates: FHIR, Da Vinci, HL7 v2 ADT) go only to the partners that
+  have the patient on their roster (and any partner the event names); other events to every CBO and
+  any partner they name. Never to the sender. ``Recipient.on_roster`` is set for rostered partners.
 * **decide** (pure): ``hub.consent.engine.decide(facts, recipient, policies, consents, at=<event time>)``
   for every candidate.
 * **audit**: every decision, permit or deny, is recorded before anything is delivered.
@@ -17,8 +23,8 @@ A batch costs one audit transaction and one numbering transaction per receiving 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -33,7 +39,7 @@ from hub.consent.redaction import PROFILE_FULL, REDACTION_OBLIGATION, redact
 from hub.control.audit import DecisionRecord
 from hub.errors import InvalidInput
 from hub.events import FHIR_JSON, CloudEvent, HubEvent, RoutingFacts
-from hub.pipeline.ports import AuditLog, ConsentSource, PartnerDirectory, Sequencer
+from hub.pipeline.ports import AuditLog, ConsentSource, PartnerDirectory, RosterSource, Sequencer
 from hub.pipeline.publisher import Outgoing, RecordPublisher
 from hub.pipeline.stage import dead_letter
 from hub.topics.registry import partner_topic
@@ -50,6 +56,8 @@ _OBLIGATION_HEADERS: Final = {
     engine.PART2_CONSENT_OBLIGATION: PART2_CONSENT_HEADER,
 }
 _RULE_MAX = 128
+#: Resource types whose events go to the partners that have the patient on their roster (not to every CBO).
+ROSTER_RESOURCE_TYPES: Final = frozenset({"Encounter"})
 
 #: The pure decision the stage applies: facts, recipient, the patient's consents, the event time.
 DecideFn = Callable[[RoutingFacts, Recipient, Sequence[Consent], datetime], Decision]
@@ -73,18 +81,31 @@ class Routed:
     decisions: tuple[tuple[Recipient, Decision], ...]
 
 
-def candidates(facts: RoutingFacts, partners: Sequence[Recipient]) -> list[Recipient]:
-    """Who could receive the event: every CBO and any partner it names as performer, never its sender.
+def candidates(
+    facts: RoutingFacts, partners: Sequence[Recipient], rostered: Collection[str] = frozenset()
+) -> list[Recipient]:
+    """Who could receive the event, never its sender; ``rostered``: ids of the partners that have the
+    event's patient on their roster (they come back with ``on_roster=True``).
 
-    A consent-change event has no candidates: consents are the hub's to apply, not to disclose.
+    * an Encounter event (:data:`ROSTER_RESOURCE_TYPES`): the rostered partners and any partner the event
+      names as performer; a partner that does not know the patient is not asked, so it gets no decision;
+    * any other event: every CBO and any partner it names as performer (by its organization or one of
+      its identifiers);
+    * a consent-change event: no one (consents are the hub's to apply, not to disclose).
     """
     if is_consent_change(facts):
         return []
     named = set(facts.performers)
-    return [
-        p for p in partners
-        if p.partner_id != facts.sender and (p.kind == "cbo" or p.organization in named)
-    ]
+    roster_only = facts.resource_type in ROSTER_RESOURCE_TYPES
+    found: list[Recipient] = []
+    for partner in partners:
+        if partner.partner_id == facts.sender:
+            continue
+        on_roster = partner.partner_id in rostered
+        addressed = partner.organization in named or not named.isdisjoint(partner.identifiers)
+        if on_roster or addressed or (partner.kind == "cbo" and not roster_only):
+            found.append(replace(partner, on_roster=True) if on_roster and not partner.on_roster else partner)
+    return found
 
 
 def is_consent_change(facts: RoutingFacts) -> bool:
@@ -123,8 +144,12 @@ async def route(
     audit: AuditLog,
     sequencer: Sequencer,
     publisher: RecordPublisher,
+    rosters: RosterSource | None = None,
 ) -> list[Routed]:
-    """Process a batch of ``hub.events`` records; return the decisions taken (for tests and metrics)."""
+    """Process a batch of ``hub.events`` records; return the decisions taken (for tests and metrics).
+
+    ``rosters`` None: no partner has anyone on its roster (Encounter events reach only partners they name).
+    """
     dead: list[Outgoing] = []
     parsed: list[tuple[CloudEvent, HubEvent]] = []
     for record in records:
@@ -133,6 +158,8 @@ async def route(
         except Exception as exc:  # noqa: BLE001 - a bad record is dead-lettered, never fatal
             dead.append(dead_letter(record, stage=STAGE, exc=exc))
     partners = await directory.partners(named={p for _, e in parsed for p in e.facts.performers})
+    routable = {e.facts.hub_patient_id or "" for _, e in parsed if not is_consent_change(e.facts)}
+    membership = await rosters.rostered(routable) if rosters is not None and routable else {}
     routed: list[Routed] = []
     for ce, event in parsed:  # in order: a consent change applies to the patient's later events
         patient = event.facts.hub_patient_id or ""
@@ -140,7 +167,7 @@ async def route(
             await consents.changed(patient, carried_consent(event))
             routed.append(Routed(ce, event, ()))
             continue
-        recipients = candidates(event.facts, partners)
+        recipients = candidates(event.facts, partners, membership.get(patient, frozenset()))
         in_force = await consents.consents_for(patient) if recipients else ()
         decided = tuple((r, decide(event.facts, r, in_force, ce.time)) for r in recipients)
         routed.append(Routed(ce, event, decided))

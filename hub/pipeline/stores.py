@@ -1,19 +1,29 @@
-"""SQL implementations of the pipeline's control-plane ports, on ``hub.control``."""
+"""SQL implementations of the pipeline's control-plane ports, on ``hub.control``.
+
+Reads (and, for the crosswalk, audit and numbering, writes) the control plane through ``hub.control``;
+holds the in-process caches and states their staleness bounds. The partner directory also reads the
+identifiers of the partners' own stored Organization resources (``resource_identifiers``) so consents may
+name a partner by any of them.
+"""
 
 from __future__ import annotations
 
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Sequence
 
 import orjson
 import structlog
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.consent.decision import Recipient
 from hub.consent.model import Consent, consent_from_fhir
-from hub.control import audit, crosswalk, partners, resources, sequences
+from hub.control import audit, crosswalk, partners, resources, rosters, sequences
 from hub.control.audit import DecisionRecord
+from hub.control.models import ResourceIdentifierRow
+from hub.control.store_errors import guarded
 from hub.errors import InvalidInput
 
 log = structlog.get_logger(__name__)
@@ -67,8 +77,13 @@ class SqlPartnerDirectory:
     async def _load(self) -> None:
         async with self._sessions() as session:
             active = [p for p in await partners.list_partners(session) if p.active]
+            aliases = await organization_aliases(session, [p.organization for p in active])
         self._loaded_at = time.monotonic()
-        self._recipients = [Recipient(partner_id=p.id, kind=p.kind, organization=p.organization) for p in active]
+        self._recipients = [
+            Recipient(partner_id=p.id, kind=p.kind, organization=p.organization,
+                      identifiers=aliases.get(p.organization, ()))
+            for p in active
+        ]
         self._known = {p.organization for p in active}
         for partner in active:
             if partner.id not in self._seen:
@@ -85,6 +100,40 @@ class SqlPartnerDirectory:
         if stale or any(name not in self._known for name in named):
             await self._load()
         return self._recipients
+
+
+_RELATIVE_ORGANIZATION = re.compile(r"Organization/([A-Za-z0-9\-.]{1,64})")
+
+
+async def organization_aliases(session: AsyncSession, organizations: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Other names of each partner organization, from the hub's stored Organization resources (current
+    versions): for ``Organization/<id>`` the identifiers of that Organization (``system|value``,
+    ``|value`` without a system); for an identifier ``system|value`` every ``Organization/<id>`` carrying
+    it. An absolute reference names another server's resource and gets none. Read only.
+    """
+    by_id = {m[1]: org for org in organizations if (m := _RELATIVE_ORGANIZATION.fullmatch(org))}
+    by_token = {
+        (system, value): org for org in organizations if "|" in org and not _RELATIVE_ORGANIZATION.fullmatch(org)
+        for system, _, value in (org.partition("|"),)
+    }
+    found: dict[str, list[str]] = {}
+    if not by_id and not by_token:
+        return {}
+    columns = (ResourceIdentifierRow.resource_id, ResourceIdentifierRow.id_system, ResourceIdentifierRow.id_value)
+    organization = ResourceIdentifierRow.resource_type == "Organization"
+    async with guarded(session, "read_organization_aliases"):
+        if by_id:
+            statement = select(*columns).where(organization, ResourceIdentifierRow.resource_id.in_(list(by_id)))
+            for row in (await session.execute(statement)).all():
+                found.setdefault(by_id[row.resource_id], []).append(f"{row.id_system}|{row.id_value}")
+        if by_token:
+            values = sorted({value for _, value in by_token})
+            statement = select(*columns).where(organization, ResourceIdentifierRow.id_value.in_(values))
+            for row in (await session.execute(statement)).all():
+                owner = by_token.get((row.id_system, row.id_value))
+                if owner is not None:
+                    found.setdefault(owner, []).append(f"Organization/{row.resource_id}")
+    return {org: tuple(sorted(set(names) - {org})) for org, names in found.items()}
 
 
 class SqlAuditLog:
@@ -172,3 +221,60 @@ class SqlConsentSource:
                     "consent_unreadable", resource_id=version.resource_id, version=version.version_id
                 )
         return tuple(found)
+
+
+class SqlRosterSource:
+    """RosterSource on ``partner_rosters`` joined through the identity crosswalk (``hub.control.rosters``),
+    cached per hub patient (LRU, ``cache_size``) for ``ttl_s``; patients on no roster are cached too.
+
+    Staleness bound: a roster change made through the admin API or CLI of *this* process clears the
+    cache at once (:meth:`invalidate`, wired by the composition root); a change made elsewhere (another
+    process, or the crosswalk learning an identifier a roster entry names) is seen at most ``ttl_s``
+    (5 s) later. Misses of one batch are loaded in one query.
+    """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        cache_size: int = 100_000,
+        ttl_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sessions = sessions
+        self._cache: OrderedDict[str, tuple[float, frozenset[str]]] = OrderedDict()
+        self._cache_size = cache_size
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._generation = 0
+        self.loads = 0
+
+    async def rostered(self, hub_patient_ids: Collection[str]) -> dict[str, frozenset[str]]:
+        now = self._clock()
+        found: dict[str, frozenset[str]] = {}
+        missing: list[str] = []
+        for patient in dict.fromkeys(hub_patient_ids):
+            entry = self._cache.get(patient)
+            if entry is not None and now - entry[0] <= self._ttl_s:
+                self._cache.move_to_end(patient)
+                found[patient] = entry[1]
+            else:
+                missing.append(patient)
+        if missing:
+            generation = self._generation
+            self.loads += 1
+            async with self._sessions() as session:
+                loaded = await rosters.rostered_partners(session, missing)
+            found.update(loaded)
+            if generation == self._generation:  # not invalidated while loading: safe to keep
+                for patient, partner_ids in loaded.items():
+                    self._cache[patient] = (now, partner_ids)
+                    self._cache.move_to_end(patient)
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return found
+
+    def invalidate(self) -> None:
+        """Forget every cached answer (a roster changed in this process)."""
+        self._generation += 1
+        self._cache.clear()

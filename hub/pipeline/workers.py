@@ -20,7 +20,7 @@ from faststream.kafka.annotations import KafkaMessage
 from hub.events import HubEvent
 from hub.pipeline import normalize as normalize_stage
 from hub.pipeline import route as route_stage
-from hub.pipeline.ports import AuditLog, ConsentSource, PartnerDirectory, PatientIndex, Sequencer
+from hub.pipeline.ports import AuditLog, ConsentSource, PartnerDirectory, PatientIndex, RosterSource, Sequencer
 from hub.pipeline.publisher import RecordPublisher
 from hub.pipeline.route import DecideFn
 from hub.pipeline.stage import run_batch
@@ -39,6 +39,7 @@ class PipelineDeps:
     publisher: RecordPublisher
     consents: ConsentSource
     decide: DecideFn
+    rosters: RosterSource | None = None
 
 
 def build_pipeline_router(
@@ -94,7 +95,7 @@ def build_pipeline_router(
         async def work(records: Sequence[Any]) -> None:
             await route_stage.route(
                 records, decide=deps.decide, directory=deps.directory, consents=deps.consents, audit=deps.audit,
-                sequencer=deps.sequencer, publisher=deps.publisher,
+                sequencer=deps.sequencer, publisher=deps.publisher, rosters=deps.rosters,
             )
 
         await run_batch(route_stage.STAGE, _records(msg), work, deps.publisher)
