@@ -114,6 +114,7 @@ class FakeConsentSource:
 
     consents: dict[str, tuple[Consent, ...]] = field(default_factory=dict)
     changes: list[str] = field(default_factory=list)
+    forgotten: int = 0
 
     async def consents_for(self, hub_patient_id: str) -> tuple[Consent, ...]:
         return self.consents.get(hub_patient_id, ())
@@ -123,6 +124,9 @@ class FakeConsentSource:
         if consent is not None:
             kept = tuple(c for c in self.consents.get(hub_patient_id, ()) if c.id != consent.id)
             self.consents[hub_patient_id] = (*kept, consent)
+
+    def forget_all(self) -> None:
+        self.forgotten += 1
 
 
 @dataclass

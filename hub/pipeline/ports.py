@@ -55,6 +55,11 @@ class ConsentSource(Protocol):
         given, take ``consent`` (the version the event carries) as that Consent's current version."""
         ...
 
+    def forget_all(self) -> None:
+        """Forget every cached consent: the route stage was (re)assigned partitions, and another worker
+        may have applied consent changes of their patients meanwhile."""
+        ...
+
 
 class RosterSource(Protocol):
     """Roster membership: which partners have a patient on their roster (cached by implementations)."""

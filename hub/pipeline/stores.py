@@ -200,6 +200,10 @@ class SqlConsentSource:
             loaded = (*(c for c in loaded if c.id != consent.id), consent)
         self._put(hub_patient_id, loaded)
 
+    def forget_all(self) -> None:
+        """Empty the cache (on a partition assignment: see ``hub.pipeline.workers``)."""
+        self._cache.clear()
+
     def _put(self, hub_patient_id: str, consents: tuple[Consent, ...]) -> None:
         self._cache[hub_patient_id] = (self._clock(), consents)
         self._cache.move_to_end(hub_patient_id)

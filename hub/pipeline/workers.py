@@ -5,14 +5,19 @@ handler returns normally only after every output of the batch (or a record's dea
 acknowledged by the broker, and only then are the offsets committed. A transient failure is re-raised;
 the nack seeks each partition back to the batch's first record, so a later commit can never skip it
 (FastStream issues #1980 and #2618).
+
+Caches across rebalances: the route stage's consent cache is emptied whenever its consumer is assigned
+partitions. A patient's consent changes are applied in order by whichever worker owns the patient's
+partition; a worker that gets a partition back must not decide with what it cached before it lost it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaRouter
 from faststream.kafka.annotations import KafkaMessage
@@ -40,6 +45,21 @@ class PipelineDeps:
     consents: ConsentSource
     decide: DecideFn
     rosters: RosterSource | None = None
+
+
+class ForgetConsentsOnAssignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
+    """Empties the consent cache when the route consumer is assigned partitions (see the module doc)."""
+
+    def __init__(self, consents: ConsentSource) -> None:
+        self._consents = consents
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        """Nothing to do: what was decided under the lost partitions is committed or will be redone."""
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        """Forget every cached consent before the first batch of the new assignment is decided."""
+        if assigned:
+            self._consents.forget_all()
 
 
 def build_pipeline_router(
@@ -89,7 +109,7 @@ def build_pipeline_router(
 
     @router.subscriber(EVENTS.name, title=f"{EVENTS.name}:route",
                        description="Decide per recipient, audit every decision, deliver what is permitted.",
-                       group_id=f"{group_id}.route",
+                       group_id=f"{group_id}.route", listener=ForgetConsentsOnAssignment(deps.consents),
                        **subscriber_options)  # type: ignore[call-overload, untyped-decorator]
     async def route(msg: KafkaMessage) -> None:
         async def work(records: Sequence[Any]) -> None:
