@@ -32,7 +32,8 @@ from hub.admin.api import PartnerCreated, build_admin_router
 from hub.auth import SqlAuthenticator
 from hub.broker.embedded import EmbeddedBroker, port_is_free, wait_for_metadata
 from hub.broker.topics import ensure_topics
-from hub.consent.model import Policies
+from hub.consent import labels
+from hub.consent.model import Jurisdiction, Policies
 from hub.control import db, partners
 from hub.control.facilities import FacilityDirectory
 from hub.control.resources import SqlResourceStore
@@ -84,6 +85,25 @@ def build_kafka_broker(bootstrap: str) -> KafkaBroker:
     )
 
 
+def sharing_policies(settings: Settings) -> Policies:
+    """The operator's sharing policies from the settings: the jurisdiction default (``HUB_CONSENT_DEFAULT``)
+    and the labels that need a consent naming the recipient (``HUB_SPECIFIC_CONSENT_LABELS``), beside the
+    default sharing rules. A label the hub cannot place (a bare code it does not know) is a
+    ``ConfigurationError``: it would silently never match."""
+    unknown = sorted(
+        label for label in settings.specific_consent_labels if labels.normalize_label(label).startswith("|")
+    )
+    if unknown:
+        raise ConfigurationError(
+            f"HUB_SPECIFIC_CONSENT_LABELS: unknown label(s) {', '.join(unknown)}: use a DS4P code (e.g. HIV, PSY) "
+            "or system|code"
+        )
+    return Policies(
+        jurisdiction=Jurisdiction(settings.consent_default),
+        specific_consent_labels=frozenset(settings.specific_consent_labels),
+    )
+
+
 def build_http_app(
     *,
     settings: Settings,
@@ -114,7 +134,10 @@ def build_http_app(
         )
     )
     app.include_router(
-        build_admin_router(sessions=sessions, authenticator=authenticator, on_partner_created=on_partner_created)
+        build_admin_router(
+            sessions=sessions, authenticator=authenticator, on_partner_created=on_partner_created,
+            policies=sharing_policies(settings),
+        )
     )
 
     @app.get("/healthz", include_in_schema=False)
@@ -174,6 +197,7 @@ async def running_hub(
     settings: Settings, *, http: bool = True, workers: bool = True
 ) -> AsyncIterator[RunningHub]:
     """Start every configured part of the hub; stop them all, in reverse order, on exit."""
+    policies = sharing_policies(settings)  # a policy the hub cannot apply stops it before anything starts
     if http:
         for what, host, port, variable in (
             ("the HTTP API", settings.http_host, settings.http_port, "HUB_HTTP_PORT"),
@@ -210,7 +234,7 @@ async def running_hub(
             deps = PipelineDeps(
                 patients=SqlPatientIndex(sessions), directory=directory, audit=SqlAuditLog(sessions),
                 sequencer=SqlSequencer(sessions), publisher=publisher, consents=SqlConsentSource(sessions),
-                decide=engine_decider(Policies()),  # opt-out jurisdiction, default sharing rules
+                decide=engine_decider(policies),
                 rosters=roster_source,
             )
             broker.include_router(

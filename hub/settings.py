@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -26,6 +28,16 @@ class Settings(BaseSettings):
     mllp_facilities: dict[str, str] = Field(
         default_factory=dict,
         description='MSH-4 sending facility -> hospital partner id, JSON: {"GHH": "general"}.',
+    )
+
+    # Sharing policy (hub.consent.model.Policies): what happens when no patient consent applies, and
+    # labels that, like 42 CFR Part 2 data, need a consent naming the recipient.
+    consent_default: Literal["opt-out", "opt-in"] = Field(
+        default="opt-out", description="The jurisdiction's HIE consent model when no patient consent applies."
+    )
+    specific_consent_labels: list[str] = Field(
+        default_factory=list,
+        description='Security labels that need a consent naming the recipient, JSON: ["HIV", "PSY"].',
     )
 
     # Tuning. Tansu answers a waiting fetch only when fetch_max_wait_ms runs out,

@@ -1,7 +1,7 @@
 """The admin HTTP API (``/admin/v1``): partners, their HL7 v2 sending facilities
-(``/partners/{id}/facilities``) and CBO rosters (``/partners/{id}/roster``), the audit of sharing
-decisions, the accounting of disclosures (``/disclosures``) and the BALP AuditEvent export
-(``/audit/AuditEvent``).
+(``/partners/{id}/facilities``) and CBO rosters (``/partners/{id}/roster``), the sharing policies in
+force (``/policies``), the audit of sharing decisions, the accounting of disclosures (``/disclosures``)
+and the BALP AuditEvent export (``/audit/AuditEvent``).
 
 Every route needs the operator's bearer token (``HUB_ADMIN_TOKEN``): no token or an unknown one is 401,
 a partner's own token is 403 (it is valid, just not for this API). Errors are JSON
@@ -21,8 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.admin.accounting_api import build_accounting_router
 from hub.admin.facilities_api import build_facilities_router
+from hub.admin.policies_api import build_policies_router
 from hub.admin.rosters_api import build_rosters_router
 from hub.auth import SqlAuthenticator
+from hub.consent.model import Policies
 from hub.control import audit, partners
 from hub.errors import InvalidInput
 
@@ -48,6 +50,7 @@ def build_admin_router(
     sessions: async_sessionmaker[AsyncSession],
     authenticator: SqlAuthenticator,
     on_partner_created: PartnerCreated,
+    policies: Policies | None = None,
 ) -> APIRouter:
     """The ``/admin/v1`` router; mount it at the application root."""
     async def require_operator(
@@ -125,4 +128,5 @@ def build_admin_router(
     router.include_router(build_accounting_router(sessions=sessions))
     router.include_router(build_rosters_router(sessions=sessions))
     router.include_router(build_facilities_router(sessions=sessions))
+    router.include_router(build_policies_router(policies=policies or Policies()))
     return router
