@@ -23,7 +23,7 @@ async def test_forget_all_makes_the_sql_consent_source_read_the_store_again() ->
     loads: list[str] = []
 
     class Counting(SqlConsentSource):
-        async def _load(self, hub_patient_id: str) -> tuple[()]:  # type: ignore[override]
+        async def _load(self, hub_patient_id: str) -> tuple[()]:
             loads.append(hub_patient_id)
             return ()
 
