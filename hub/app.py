@@ -38,6 +38,7 @@ from hub.control import db, partners
 from hub.control.facilities import FacilityDirectory
 from hub.control.resources import SqlResourceStore
 from hub.errors import ConfigurationError
+from hub.pipeline.normalize import EdgeNormalizer
 from hub.pipeline.publisher import AioKafkaRecordPublisher
 from hub.pipeline.route import engine_decider
 from hub.pipeline.stores import (
@@ -124,6 +125,7 @@ def build_http_app(
             ingress=publisher,
             store=SqlResourceStore(sessions),
             max_body_bytes=settings.max_body_bytes,
+            events=EdgeNormalizer(patients=SqlPatientIndex(sessions), publisher=publisher),
         ),
         prefix="/fhir",
     )

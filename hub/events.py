@@ -144,3 +144,16 @@ def decode(value: bytes) -> HubEvent:
 def event_type(resource_type: str, action: str = "submitted") -> str:
     """The ``ce_type`` for a FHIR resource event, e.g. ``org.carehub.servicerequest.submitted``."""
     return f"org.carehub.{resource_type.lower()}.{action}"
+
+
+def keyed_by_patient(ce: CloudEvent, event: HubEvent, hub_patient_id: str) -> tuple[bytes, bytes, dict[str, str]]:
+    """The ``hub.events`` record of an event whose patient resolved to ``hub_patient_id``: key, value and
+    headers (``ce_subject`` ``Patient/<id>``); the body, original and event id travel untouched."""
+    normalized = HubEvent(
+        facts=event.facts.model_copy(update={"hub_patient_id": hub_patient_id}),
+        body=event.body,
+        original=event.original,
+        original_media_type=event.original_media_type,
+    )
+    headers = ce.model_copy(update={"subject": f"Patient/{hub_patient_id}"}).to_headers()
+    return hub_patient_id.encode(), encode(normalized), headers

@@ -39,3 +39,17 @@ class IngressWriter(Protocol):
     async def write(self, *, key: bytes, value: bytes, headers: dict[str, str]) -> None:
         """Write and wait for the acknowledgement (acks=all)."""
         ...
+
+
+class EventWriter(Protocol):
+    """Writes one accepted event straight to ``hub.events``, on its patient's key (the patient resolved
+    through the identity crosswalk, as normalize does), and returns only after the broker acknowledged it.
+
+    The FHIR edge writes consent changes this way, so a revocation is on the patient's partition of
+    ``hub.events`` before its 2xx, ahead of every event of that patient accepted afterwards.
+    Raises ``hub.errors.BrokerUnavailable`` when the broker did not acknowledge.
+    """
+
+    async def write_event(self, *, value: bytes, headers: dict[str, str]) -> None:
+        """Resolve, re-key and write; wait for the acknowledgement (acks=all)."""
+        ...

@@ -9,8 +9,10 @@ write goes through two steps so a transaction can check all its entries before i
    apply the pure rules (``fhir_access``), extract the routing facts (``fhir_facts``) and build the
    event and the version to store. Raises the precise error for anything unacceptable. Writes nothing.
 2. **commit** (:meth:`Intake.commit`): for each routed resource write its event to ``hub.ingress``
-   and wait for the broker's acknowledgement (acks=all), *then* store every version in one database
-   transaction. Only after both does the caller answer 2xx.
+   (a Consent's straight to ``hub.events`` on its patient's key, through the ``EventWriter``, so a
+   revocation governs every event of the patient accepted after its 2xx: ADR 0006) and wait for the
+   broker's acknowledgement (acks=all), *then* store every version in one database transaction. Only
+   after both does the caller answer 2xx.
 
 Why broker first (ADR 0005): a 2xx must never be given for something the broker does not hold, and a
 read after a 2xx must find the resource. Writing the event first and storing second gives both without
@@ -46,6 +48,7 @@ from hub.adapters.fhir_access import (
     sender_of,
 )
 from hub.adapters.fhir_facts import (
+    CONSENT_CHANGE,
     consent_facts,
     encounter_facts,
     encounter_view,
@@ -64,7 +67,7 @@ from hub.consent.model import consent_from_fhir
 from hub.control.resources import content_hash
 from hub.errors import InvalidInput
 from hub.events import CloudEvent, HubEvent, RoutingFacts, encode, event_id, event_type, now
-from hub.ports import IngressWriter, Principal
+from hub.ports import EventWriter, IngressWriter, Principal
 
 #: Longest patient name (identifier or reference) the crosswalk can key on.
 PATIENT_SOURCE_MAX = 512
@@ -154,9 +157,10 @@ def check_supported(resource_type: str) -> None:
 class Intake:
     """Creates, updates and reads of the edge's resource types, over the ingress writer and the store."""
 
-    def __init__(self, *, ingress: IngressWriter, store: ResourceStore) -> None:
+    def __init__(self, *, ingress: IngressWriter, store: ResourceStore, events: EventWriter | None = None) -> None:
         self._ingress = ingress
         self._store = store
+        self._events = events
 
     # --- plan ------------------------------------------------------------------------------------
 
@@ -429,7 +433,13 @@ class Intake:
         """Write every planned event (each acknowledged by the broker), then store every planned version
         in one transaction; return the version each plan now answers with, in order."""
         for plan in plans:
-            if plan.write is not None and plan.event is not None:
+            if plan.write is None or plan.event is None:
+                continue
+            if self._events is not None and plan.facts is not None and plan.facts.event_kind == CONSENT_CHANGE:
+                # Straight onto the patient's partition of hub.events (ADR 0006): a revocation is in force
+                # for every event of the patient accepted after this 2xx.
+                await self._events.write_event(value=plan.event.value, headers=plan.event.headers)
+            else:
                 await self._ingress.write(key=plan.event.key, value=plan.event.value, headers=plan.event.headers)
         writes = [plan.write for plan in plans if plan.write is not None]
         saved = iter(await self._store.save(writes) if writes else [])

@@ -88,7 +88,7 @@ from hub.adapters.operation_outcome import (
 )
 from hub.errors import HubError, InvalidInput, NotAuthorized, RetryableError
 from hub.events import event_id
-from hub.ports import Authenticator, IngressWriter, Principal
+from hub.ports import Authenticator, EventWriter, IngressWriter, Principal
 
 #: Seconds a client should wait before retrying after a 503.
 RETRY_AFTER_SECONDS = 5
@@ -127,12 +127,17 @@ def build_fhir_router(
     ingress: IngressWriter,
     store: ResourceStore,
     max_body_bytes: int,
+    events: EventWriter | None = None,
 ) -> APIRouter:
     """The FHIR R4 router (mount it with prefix ``/fhir``).
 
-    Handlers close over ``authenticator``, ``ingress``, ``store`` and ``max_body_bytes``; nothing is global.
+    Handlers close over ``authenticator``, ``ingress``, ``events`` (consent changes straight to
+    ``hub.events``; None: through ``hub.ingress`` like the rest), ``store`` and ``max_body_bytes``;
+    nothing is global.
     """
-    api = _FhirApi(authenticator=authenticator, ingress=ingress, store=store, max_body_bytes=max_body_bytes)
+    api = _FhirApi(
+        authenticator=authenticator, ingress=ingress, store=store, max_body_bytes=max_body_bytes, events=events
+    )
     router = APIRouter(tags=["FHIR R4"])
     router.add_api_route(
         "/metadata", api.metadata, methods=["GET"], summary="CapabilityStatement (FHIR R4)",
@@ -187,13 +192,19 @@ class _FhirApi:
     """The FHIR handlers, over the ports they were built with."""
 
     def __init__(
-        self, *, authenticator: Authenticator, ingress: IngressWriter, store: ResourceStore, max_body_bytes: int
+        self,
+        *,
+        authenticator: Authenticator,
+        ingress: IngressWriter,
+        store: ResourceStore,
+        max_body_bytes: int,
+        events: EventWriter | None = None,
     ) -> None:
         self._authenticator = authenticator
         self._ingress = ingress
         self._store = store
         self._max_body_bytes = max_body_bytes
-        self._intake = Intake(ingress=ingress, store=store)
+        self._intake = Intake(ingress=ingress, store=store, events=events)
         self._software_version = _software_version()
 
     async def metadata(self, request: Request) -> Response:

@@ -1,12 +1,15 @@
 """Normalize: ``hub.ingress`` → ``hub.events``, keyed by hub patient id.
 
 Resolves each event's patient through the identity crosswalk and re-keys the event; the FHIR body and
-the event id travel untouched. Nothing here parses FHIR.
+the event id travel untouched. Nothing here parses FHIR. :class:`EdgeNormalizer` does the same for one
+event at the edge (``hub.ports.EventWriter``): consent changes skip ``hub.ingress`` so that a revocation
+is on the patient's partition of ``hub.events`` before the edge answers 2xx (ADR 0006).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from hub import events
@@ -42,12 +45,31 @@ async def normalize(records: Sequence[Any], *, patients: PatientIndex, publisher
         except Exception as exc:  # noqa: BLE001 - a bad record is dead-lettered, never fatal
             outgoing.append(dead_letter(record, stage=STAGE, exc=exc))
             continue
-        normalized = HubEvent(
-            facts=event.facts.model_copy(update={"hub_patient_id": hub_patient_id}),
-            body=event.body,
-            original=event.original,
-            original_media_type=event.original_media_type,
-        )
-        headers = ce.model_copy(update={"subject": f"Patient/{hub_patient_id}"}).to_headers()
-        outgoing.append(Outgoing(EVENTS.name, hub_patient_id.encode(), events.encode(normalized), headers))
+        key, value, headers = events.keyed_by_patient(ce, event, hub_patient_id)
+        outgoing.append(Outgoing(EVENTS.name, key, value, headers))
     await publisher.publish_many(outgoing)
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    value: bytes
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+class EdgeNormalizer:
+    """``hub.ports.EventWriter``: normalize one event at the edge and write it to ``hub.events``."""
+
+    def __init__(self, *, patients: PatientIndex, publisher: RecordPublisher) -> None:
+        self._patients = patients
+        self._publisher = publisher
+
+    async def write_event(self, *, value: bytes, headers: dict[str, str]) -> None:
+        """Resolve the event's patient, re-key it and write it; return after the broker acknowledged it.
+
+        Raises ``InvalidInput`` for an event that names no patient (the edge never builds one) and
+        ``BrokerUnavailable``/``StoreUnavailable`` when the broker or the crosswalk does not answer.
+        """
+        ce, event, source = parse(_Record(value, [(k, v.encode()) for k, v in headers.items()]))
+        hub_patient_id = await self._patients.resolve(source)
+        key, normalized, normalized_headers = events.keyed_by_patient(ce, event, hub_patient_id)
+        await self._publisher.publish(EVENTS.name, key=key, value=normalized, headers=normalized_headers)
