@@ -115,6 +115,7 @@ class FakeConsentSource:
     consents: dict[str, tuple[Consent, ...]] = field(default_factory=dict)
     changes: list[str] = field(default_factory=list)
     forgotten: int = 0
+    prefetched: list[frozenset[str]] = field(default_factory=list)
 
     async def consents_for(self, hub_patient_id: str) -> tuple[Consent, ...]:
         return self.consents.get(hub_patient_id, ())
@@ -127,6 +128,9 @@ class FakeConsentSource:
 
     def forget_all(self) -> None:
         self.forgotten += 1
+
+    async def prefetch(self, hub_patient_ids: Collection[str]) -> None:
+        self.prefetched.append(frozenset(hub_patient_ids))
 
 
 @dataclass

@@ -26,7 +26,7 @@ identifiers and references are PHI: they never appear in an error message.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -418,6 +418,50 @@ async def current_about_patient(
         current = [await _current(session, resource_type, resource_id) for resource_id in matched]
     wanted = set(usable)
     return [_stored(row) for row in current if row is not None and row.patient_source in wanted]
+
+
+async def current_about_patients(
+    session: AsyncSession, resource_type: str, hub_patient_ids: Collection[str]
+) -> dict[str, list[StoredVersion]]:
+    """For each hub patient id: the current versions of ``resource_type`` whose patient (``patient_source``)
+    is one of that patient's crosswalk sources. Three statements whatever the number of patients."""
+    require_text("resource_type", resource_type, 64)
+    wanted = sorted(set(hub_patient_ids))
+    found: dict[str, list[StoredVersion]] = {patient: [] for patient in wanted}
+    if not wanted:
+        return found
+    identities = select(PatientIdentityRow.source, PatientIdentityRow.hub_patient_id).where(
+        PatientIdentityRow.hub_patient_id.in_(wanted)
+    )
+    async with guarded(session, "read_resources_of_patients"):
+        owner = {row.source: row.hub_patient_id for row in (await session.execute(identities)).all()}
+        if not owner:
+            return found
+        sources = sorted(owner)
+        about = (
+            select(_RESOURCES.c.resource_id)
+            .where(_RESOURCES.c.resource_type == resource_type, _RESOURCES.c.patient_source.in_(sources))
+            .distinct()
+        )
+        latest = (
+            select(_RESOURCES.c.resource_id, func.max(_RESOURCES.c.version_id).label("version_id"))
+            .where(_RESOURCES.c.resource_type == resource_type, _RESOURCES.c.resource_id.in_(about))
+            .group_by(_RESOURCES.c.resource_id)
+            .subquery()
+        )
+        current = (
+            select(*(_RESOURCES.c[name] for name in _COLUMNS))
+            .join(
+                latest,
+                (_RESOURCES.c.resource_id == latest.c.resource_id) & (_RESOURCES.c.version_id == latest.c.version_id),
+            )
+            .where(_RESOURCES.c.resource_type == resource_type, _RESOURCES.c.patient_source.in_(sources))
+            .order_by(_RESOURCES.c.resource_id)
+        )
+        rows = (await session.execute(current)).all()
+    for row in rows:
+        found[owner[row.patient_source]].append(_stored(row))
+    return found
 
 
 async def sender_knows_patient(session: AsyncSession, sender: str, source: str) -> bool:

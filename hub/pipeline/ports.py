@@ -60,6 +60,11 @@ class ConsentSource(Protocol):
         may have applied consent changes of their patients meanwhile."""
         ...
 
+    async def prefetch(self, hub_patient_ids: Collection[str]) -> None:
+        """Load the consents of the given patients that are not cached, together (a batch's patients
+        cost one read, not one each); ``consents_for`` then answers them from the cache."""
+        ...
+
 
 class RosterSource(Protocol):
     """Roster membership: which partners have a patient on their roster (cached by implementations)."""

@@ -10,6 +10,8 @@
   discharge, transfer, registration, updates: FHIR, Da Vinci, HL7 v2 ADT) go only to the partners that
   have the patient on their roster (and any partner the event names); other events to every CBO and
   any partner they name. Never to the sender. ``Recipient.on_roster`` is set for rostered partners.
+  The consents of every patient with a candidate are read together, before the batch is decided
+  (:meth:`ConsentSource.prefetch`); a consent change in the batch reloads its patient's.
 * **decide** (pure): ``hub.consent.engine.decide(facts, recipient, policies, consents, at=<event time>)``
   for every candidate.
 * **audit**: every decision, permit or deny, is recorded before anything is delivered.
@@ -160,14 +162,21 @@ async def route(
     partners = await directory.partners(named={p for _, e in parsed for p in e.facts.performers})
     routable = {e.facts.hub_patient_id or "" for _, e in parsed if not is_consent_change(e.facts)}
     membership = await rosters.rostered(routable) if rosters is not None and routable else {}
+    candidates_of = [
+        candidates(event.facts, partners, membership.get(event.facts.hub_patient_id or "", frozenset()))
+        for _, event in parsed
+    ]
+    # One read for the consents of every patient the batch may disclose something about.
+    pairs = zip(parsed, candidates_of, strict=True)
+    await consents.prefetch({e.facts.hub_patient_id for (_, e), c in pairs if c and e.facts.hub_patient_id})
     routed: list[Routed] = []
-    for ce, event in parsed:  # in order: a consent change applies to the patient's later events
+    for (ce, event), recipients in zip(parsed, candidates_of, strict=True):  # in order: see below
         patient = event.facts.hub_patient_id or ""
         if is_consent_change(event.facts):
             await consents.changed(patient, carried_consent(event))
             routed.append(Routed(ce, event, ()))
             continue
-        recipients = candidates(event.facts, partners, membership.get(patient, frozenset()))
+        # A consent change applies to the patient's later events of the batch (``changed`` reloads).
         in_force = await consents.consents_for(patient) if recipients else ()
         decided = tuple((r, decide(event.facts, r, in_force, ce.time)) for r in recipients)
         routed.append(Routed(ce, event, decided))

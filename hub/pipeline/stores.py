@@ -102,6 +102,8 @@ class SqlPartnerDirectory:
         return self._recipients
 
 
+#: Patients per consent prefetch read (bounds the statement's parameter list).
+PREFETCH_CHUNK = 500
 _RELATIVE_ORGANIZATION = re.compile(r"Organization/([A-Za-z0-9\-.]{1,64})")
 
 
@@ -204,6 +206,21 @@ class SqlConsentSource:
         """Empty the cache (on a partition assignment: see ``hub.pipeline.workers``)."""
         self._cache.clear()
 
+    async def prefetch(self, hub_patient_ids: Collection[str]) -> None:
+        """Load the consents of every given patient not freshly cached, in one read per
+        :data:`PREFETCH_CHUNK` patients (a batch's misses cost one round trip, not one each)."""
+        now = self._clock()
+        missing = sorted(
+            {p for p in hub_patient_ids if (e := self._cache.get(p)) is None or now - e[0] > self._ttl_s}
+        )
+        for start in range(0, len(missing), PREFETCH_CHUNK):
+            chunk = missing[start : start + PREFETCH_CHUNK]
+            self.loads += len(chunk)
+            async with self._sessions() as session:
+                found = await resources.current_about_patients(session, "Consent", chunk)
+            for patient in chunk:
+                self._put(patient, self._parse(patient, found.get(patient, [])))
+
     def _put(self, hub_patient_id: str, consents: tuple[Consent, ...]) -> None:
         self._cache[hub_patient_id] = (self._clock(), consents)
         self._cache.move_to_end(hub_patient_id)
@@ -215,6 +232,10 @@ class SqlConsentSource:
         async with self._sessions() as session:
             sources = await resources.patient_sources(session, hub_patient_id=hub_patient_id)
             versions = await resources.current_about_patient(session, "Consent", sources)
+        return self._parse(hub_patient_id, versions)
+
+    @staticmethod
+    def _parse(hub_patient_id: str, versions: Sequence[resources.StoredVersion]) -> tuple[Consent, ...]:
         found: list[Consent] = []
         for version in versions:
             try:

@@ -92,3 +92,47 @@ async def test_an_unreadable_stored_consent_is_skipped(sessions: async_sessionma
     async with sessions() as session:
         await resources.save_versions(session, [broken, version("ok", MRN)])
     assert ["ok"] == [c.id for c in await SqlConsentSource(sessions).consents_for(hub_patient_id)]
+
+
+async def test_a_batch_prefetch_reads_many_patients_at_once_and_matches_one_by_one_loading(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    patients: list[str] = []
+    async with sessions() as session:
+        for n in range(6):
+            await resources.link_patient_sources(session, [[f"urn:oid:1.2.3|P{n}", f"urn:local|L{n}"]])
+            patients.append(await resolve_patient(session, f"urn:oid:1.2.3|P{n}"))
+        writes = [version(f"c{n}", f"urn:oid:1.2.3|P{n}") for n in range(0, 6, 2)]
+        writes += [version(f"d{n}", f"urn:local|L{n}") for n in range(0, 6, 3)]
+        await resources.save_versions(session, writes)
+        # a consent whose newer version names another patient no longer counts for the first one
+        await resources.save_versions(session, [version("e1", "urn:oid:1.2.3|P1")])
+        await resources.save_versions(session, [version("e1", "urn:x|elsewhere", "inactive")])
+    one_by_one = SqlConsentSource(sessions)
+    expected = {p: sorted((c.id or "", c.status) for c in await one_by_one.consents_for(p)) for p in patients}
+    batched = SqlConsentSource(sessions)
+    await batched.prefetch([*patients, "hp-unknown"])
+    assert len(patients) + 1 == batched.loads
+    got = {p: sorted((c.id or "", c.status) for c in await batched.consents_for(p)) for p in patients}
+    assert len(patients) + 1 == batched.loads  # every answer came from the prefetch
+    assert expected == got
+    assert [("c0", ConsentStatus.ACTIVE), ("d0", ConsentStatus.ACTIVE)] == got[patients[0]]
+    assert [] == got[patients[1]]
+    assert () == await batched.consents_for("hp-unknown")
+
+
+async def test_a_prefetch_skips_fresh_entries_and_reloads_expired_ones(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions() as session:
+        hub_patient_id = await resolve_patient(session, MRN)
+        await resources.save_versions(session, [version("c1", MRN)])
+    clock = Clock()
+    source = SqlConsentSource(sessions, ttl_s=10, clock=clock)
+    await source.prefetch([hub_patient_id])
+    await source.prefetch([hub_patient_id])
+    assert 1 == source.loads
+    clock.now = 11
+    await source.prefetch([hub_patient_id])
+    assert 2 == source.loads
+    assert ["c1"] == [c.id for c in await source.consents_for(hub_patient_id)]

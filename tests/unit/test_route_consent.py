@@ -153,3 +153,12 @@ def test_an_unreadable_consent_event_only_invalidates() -> None:
     assert route.carried_consent(event.model_copy(update={"body": "{nope"})) is None
     assert "optout-1" == (route.carried_consent(event) or consent("x")).id
     assert events.decode(events.encode(event)) == event
+
+
+async def test_the_consents_of_a_batch_are_prefetched_once_for_the_patients_it_may_disclose_about() -> None:
+    consents = FakeConsentSource()
+    batch = [consent_event(), hub_event(hub_patient_id=PATIENT), hub_event(hub_patient_id="hp-2"),
+             hub_event(hub_patient_id="hp-3", performer="Organization/nobody", sender="cbo-a")]
+    await run(batch, consents)
+    # hp-3's referral comes from the only CBO, so it has no candidate and needs no consents
+    assert [frozenset({PATIENT, "hp-2"})] == consents.prefetched
