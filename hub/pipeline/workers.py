@@ -13,7 +13,7 @@ partition; a worker that gets a partition back must not decide with what it cach
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,8 +50,8 @@ class PipelineDeps:
 class ForgetConsentsOnAssignment(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
     """Empties the consent cache when the route consumer is assigned partitions (see the module doc)."""
 
-    def __init__(self, consents: ConsentSource) -> None:
-        self._consents = consents
+    def __init__(self, forget: Callable[[], None]) -> None:
+        self._forget = forget
 
     async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
         """Nothing to do: what was decided under the lost partitions is committed or will be redone."""
@@ -59,7 +59,7 @@ class ForgetConsentsOnAssignment(ConsumerRebalanceListener):  # type: ignore[mis
     async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
         """Forget every cached consent before the first batch of the new assignment is decided."""
         if assigned:
-            self._consents.forget_all()
+            self._forget()
 
 
 def build_pipeline_router(
@@ -107,9 +107,13 @@ def build_pipeline_router(
 
         await run_batch(normalize_stage.STAGE, _records(msg), work, deps.publisher)
 
+    def forget_consents() -> None:
+        # Looked up when called: the AsyncAPI document builds this router without deps.
+        deps.consents.forget_all()
+
     @router.subscriber(EVENTS.name, title=f"{EVENTS.name}:route",
                        description="Decide per recipient, audit every decision, deliver what is permitted.",
-                       group_id=f"{group_id}.route", listener=ForgetConsentsOnAssignment(deps.consents),
+                       group_id=f"{group_id}.route", listener=ForgetConsentsOnAssignment(forget_consents),
                        **subscriber_options)  # type: ignore[call-overload, untyped-decorator]
     async def route(msg: KafkaMessage) -> None:
         async def work(records: Sequence[Any]) -> None:

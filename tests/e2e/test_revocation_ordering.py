@@ -4,6 +4,7 @@ so every event of the patient accepted afterwards is behind it and is decided un
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -34,10 +35,12 @@ async def test_a_revocation_is_on_the_patients_partition_of_hub_events_when_it_i
     edge_only: HubClient,
 ) -> None:
     token = edge_only.admin["Authorization"].removeprefix("Bearer ")
-    created = await edge_only.post_fhir("Consent", orjson.dumps(opt_out()), token)
+    # A patient of this test alone: consent ids derive from the bytes, and hub.events outlives each test.
+    patient = {"identifier": {"system": "urn:oid:1.2.3", "value": f"MRN-{uuid.uuid4().hex}"}}
+    created = await edge_only.post_fhir("Consent", orjson.dumps({**opt_out(), "patient": patient}), token)
     assert 201 == created.status_code, created.text
     consent_id = created.json()["id"]
-    revocation = orjson.dumps(opt_out("inactive", consent_id))
+    revocation = orjson.dumps({**opt_out("inactive", consent_id), "patient": patient})
     revoked = await edge_only.http.put(f"/fhir/Consent/{consent_id}", content=revocation, headers={
         "Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"})
     assert 200 == revoked.status_code, revoked.text

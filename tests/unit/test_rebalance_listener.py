@@ -11,7 +11,7 @@ from tests.fakes import FakeConsentSource
 
 async def test_an_assignment_empties_the_consent_cache_and_a_revocation_or_empty_one_does_not() -> None:
     consents = FakeConsentSource()
-    listener = ForgetConsentsOnAssignment(consents)
+    listener = ForgetConsentsOnAssignment(consents.forget_all)
     await listener.on_partitions_revoked({TopicPartition("hub.events", 0)})
     await listener.on_partitions_assigned(set())
     assert 0 == consents.forgotten
