@@ -123,17 +123,7 @@ async def list_decisions(
     if not 1 <= limit <= MAX_LIST_LIMIT:
         raise InvalidInput(f"limit must be between 1 and {MAX_LIST_LIMIT}", expression="limit")
     row_type = ConsentDecisionRow
-    statement = select(
-        row_type.event_id,
-        row_type.hub_patient_id,
-        row_type.recipient_id,
-        row_type.verdict,
-        row_type.rule,
-        row_type.reason,
-        row_type.purpose,
-        row_type.resource_type,
-        row_type.decided_at,
-    )
+    statement = _decision_columns()
     if hub_patient_id is not None:
         statement = statement.where(row_type.hub_patient_id == hub_patient_id)
     if event_id is not None:
@@ -143,7 +133,7 @@ async def list_decisions(
     statement = statement.order_by(row_type.id).limit(limit)
     async with guarded(session, "list_decisions"):
         rows = (await session.execute(statement)).all()
-    return [_record(row) for row in rows]
+    return [_record(cast("_DecisionColumns", row)) for row in rows]
 
 
 # --- keyset-paged reads: the accounting of disclosures and the AuditEvent export -------------------------
