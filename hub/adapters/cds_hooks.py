@@ -13,6 +13,8 @@ This module does I/O only; everything it decides is in the pure modules. Answers
 * 400 ``bad_request`` (LEAP's error shape, plus ``expression``): not JSON, not an object, wrong ``hook``,
   no ``hookInstance``/``context``/``patientId``, an unusable member; an operator consult without actor;
 * 401 ``unauthorized`` with ``WWW-Authenticate: Bearer``: no or unknown token;
+* 403 ``forbidden``: a partner asking about a patient it has no relationship with (or one the hub does
+  not know: the same answer, so a consult never reveals who is in the HIE);
 * 404 ``not_found``: another service id; 413 ``payload_too_large``; 415 ``unsupported_media_type``
   (JSON only); 503 ``service_unavailable`` with ``Retry-After`` when the store does not answer.
 
@@ -147,6 +149,7 @@ class _CdsService:
                 )
             actors = (principal.organization,)
         patients = await self._store.patients(parsed.patient_ids)
+        await self._check_may_consult(principal, patients)
         actor = await self._store.actor(actors)
         consents = await self._store.consents(patients[0]) if len(patients) == 1 else ()
         answer = decide_consult(parsed, consents, patients=patients, recipient_ids=actor.names, at=time.time())
@@ -159,6 +162,20 @@ class _CdsService:
         )
         await self._store.record(record)
         return answer, record
+
+    async def _check_may_consult(self, principal: Principal, patients: tuple[str, ...]) -> None:
+        """A partner consults only about a patient it has a relationship with (ADR 0007): otherwise 403,
+        the same answer whether the hub knows the patient or not, so a consult never tells a partner
+        that a stranger is in the HIE, or has a consent. The operator may consult about anyone."""
+        if principal.is_operator or principal.partner_id is None:
+            return
+        if patients and all([await self._store.knows(principal.partner_id, p) for p in patients]):
+            return
+        raise _Refused(
+            403, "forbidden",
+            "a partner may consult only about patients it has a relationship with: a patient it registered or "
+            "sent data about, one on its roster, or one whose data the hub shared with it",
+        )
 
     async def _authenticate(self, request: Request) -> Principal:
         header = request.headers.get("authorization")

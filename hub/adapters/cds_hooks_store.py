@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.adapters.fhir_facts import partner_namespace
 from hub.consent.model import Consent
-from hub.control import audit, partners, resources
+from hub.control import audit, partners, resources, rosters
 from hub.control.audit import DecisionRecord
 from hub.control.crosswalk import SOURCE_MAX
 from hub.control.models import PatientIdentityRow
@@ -61,6 +61,12 @@ class ConsultStore(Protocol):
 
     async def consents(self, hub_patient_id: str) -> tuple[Consent, ...]:
         """The patient's current consents, read now (no cache: a revocation counts at once)."""
+        ...
+
+    async def knows(self, partner_id: str, hub_patient_id: str) -> bool:
+        """Whether the partner has a relationship with the patient the hub can see: it named the patient
+        in its own namespace or sent a resource about it, has the patient on its roster, or was
+        disclosed something about the patient."""
         ...
 
     async def record(self, record: DecisionRecord) -> None:
@@ -125,6 +131,17 @@ class SqlConsultStore:
     async def consents(self, hub_patient_id: str) -> tuple[Consent, ...]:
         """The patient's current consents (see :class:`hub.pipeline.stores.SqlConsentSource`)."""
         return await self._consents.consents_for(hub_patient_id)
+
+    async def knows(self, partner_id: str, hub_patient_id: str) -> bool:
+        """See :meth:`ConsultStore.knows`: up to three reads of the control plane, the cheapest first."""
+        async with self._sessions() as session:
+            sources = await resources.patient_sources(session, hub_patient_id=hub_patient_id)
+            if sources and await resources.sender_knows_patient(session, partner_id, sources[0]):
+                return True
+            rostered = await rosters.rostered_partners(session, [hub_patient_id])
+            if partner_id in rostered.get(hub_patient_id, frozenset()):
+                return True
+            return await audit.was_disclosed_to(session, partner_id, hub_patient_id)
 
     async def record(self, record: DecisionRecord) -> None:
         """Append to ``consent_decisions``."""

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Final, Literal, cast
 
-from sqlalchemy import BindParameter, Row, Select, Table, literal, select, tuple_
+from sqlalchemy import BindParameter, Row, Select, Table, exists, literal, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.control.models import ConsentDecisionRow, PatientIdentityRow, ResourceRow
@@ -134,6 +134,22 @@ async def list_decisions(
     async with guarded(session, "list_decisions"):
         rows = (await session.execute(statement)).all()
     return [_record(cast("_DecisionColumns", row)) for row in rows]
+
+
+async def was_disclosed_to(session: AsyncSession, recipient_id: str, hub_patient_id: str) -> bool:
+    """Whether anything about the patient was ever permitted to ``recipient_id`` (consent service answers,
+    rules ``cds:*``, do not count: they disclosed nothing)."""
+    row_type = ConsentDecisionRow
+    statement = select(
+        exists().where(
+            row_type.hub_patient_id == hub_patient_id,
+            row_type.verdict == "permit",
+            row_type.recipient_id == recipient_id,
+            ~row_type.rule.startswith(CONSULT_RULE_PREFIX, autoescape=True),
+        )
+    )
+    async with guarded(session, "was_disclosed_to"):
+        return bool(await session.scalar(statement))
 
 
 # --- keyset-paged reads: the accounting of disclosures and the AuditEvent export -------------------------

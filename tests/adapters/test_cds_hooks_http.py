@@ -31,6 +31,7 @@ class FakeConsultStore:
     consents_of: tuple[Consent, ...] = ()
     recorded: list[DecisionRecord] = field(default_factory=list)
     down: bool = False
+    relationships: set[tuple[str, str]] = field(default_factory=lambda: {("food-bank", PATIENT)})
 
     async def patients(self, identifiers: Sequence[str]) -> tuple[str, ...]:
         if self.down:
@@ -42,6 +43,9 @@ class FakeConsultStore:
 
     async def consents(self, hub_patient_id: str) -> tuple[Consent, ...]:
         return self.consents_of
+
+    async def knows(self, partner_id: str, hub_patient_id: str) -> bool:
+        return (partner_id, hub_patient_id) in self.relationships
 
     async def record(self, record: DecisionRecord) -> None:
         self.recorded.append(record)
@@ -81,6 +85,32 @@ async def test_a_cbo_asking_about_itself_is_answered_and_audited_with_its_partne
     [record] = store.recorded
     assert ("food-bank", PATIENT, "deny", "cds:consent:c1:policyRule") == (
         record.recipient_id, record.hub_patient_id, record.verdict, record.rule)
+
+
+async def test_a_cbo_without_a_relationship_to_the_patient_is_refused_and_nothing_is_audited(
+    client: httpx.AsyncClient, store: FakeConsultStore
+) -> None:
+    store.relationships.clear()
+    answer = await client.post(CONSULT, content=consult_body(), headers=auth(CBO_TOKEN))
+    assert (403, "forbidden") == (answer.status_code, answer.json()["error"])
+    assert "MRN-SECRET" not in answer.text
+    assert [] == store.recorded
+
+
+async def test_an_unknown_patient_gets_the_same_refusal_as_a_strangers(client: httpx.AsyncClient) -> None:
+    unknown = orjson.dumps({"hook": "patient-consent-consult", "hookInstance": "h-2", "context": {
+        "patientId": [{"system": "urn:oid:1.2.3", "value": "NOBODY"}]}})
+    answer = await client.post(CONSULT, content=unknown, headers=auth(CBO_TOKEN))
+    assert (403, "forbidden") == (answer.status_code, answer.json()["error"])
+
+
+async def test_the_operator_may_consult_about_any_patient(
+    client: httpx.AsyncClient, store: FakeConsultStore
+) -> None:
+    store.relationships.clear()
+    body = consult_body(actor=[{"system": "urn:x", "value": "a"}])
+    answer = await client.post(CONSULT, content=body, headers=auth(OPERATOR_TOKEN))
+    assert 200 == answer.status_code, answer.text
 
 
 async def test_the_store_not_answering_is_a_503_with_retry_after(

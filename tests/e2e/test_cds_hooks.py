@@ -106,6 +106,12 @@ async def test_consults_follow_the_consents_posted_through_the_fhir_api(hub_clie
         {"actor": [{"reference": {"reference": f"Organization/{cbo_id}"}, "role": {"coding": [
             {"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]}}]}]})
     await fhir(hub_client, "PUT", f"Consent/{optin['id']}", excepted)
+    # a CBO consults only about its clients: a stranger is refused, however the consents read
+    stranger = await consult(hub_client, request(mrn), token=cbo_token)
+    assert (403, "forbidden") == (stranger.status_code, stranger.json()["error"])
+    rostered = await hub_client.http.post(f"/admin/v1/partners/{cbo_id}/roster", headers=hub_client.admin,
+                                          json={"patient": f"urn:oid:1.2.3|{mrn}"})
+    assert rostered.status_code in {200, 201}, rostered.text
     denied = decision(await consult(hub_client, request(mrn), token=cbo_token))
     assert ("CONSENT_DENY", f"consent:{optin['id']}:provision.provision[0]") == (denied["decision"], denied["rule"])
     # found through the Organization resource's identifier, too
