@@ -320,6 +320,31 @@ def roster_remove(
     console.print(f"entry {removed.id} removed from the roster of {partner_id} ({_ROSTER_BOUND})", highlight=False)
 
 
+@roster_app.command("sync")
+def roster_sync(
+    partner_id: Annotated[str, typer.Argument(help="The CBO's partner id.")],
+    source: Annotated[
+        typer.FileText, typer.Argument(help="The CBO's whole client list, one patient per line ('-': stdin).")
+    ],
+) -> None:
+    """Replace a CBO's roster with a client list (one 'system|value', '|local-id' or hub patient id a line)."""
+    from hub.control import rosters  # noqa: PLC0415
+
+    settings = _settings()
+    patients = [line.strip() for line in source if line.strip() and not line.lstrip().startswith("#")]
+
+    async def main() -> rosters.RosterSync:
+        async with _control_session(settings) as session:
+            return await rosters.replace_roster(session, partner_id, patients)
+
+    synced = _run(main)
+    console.print(
+        f"roster of {partner_id}: {synced.added} added, {synced.removed} removed, {synced.kept} kept, "
+        f"{synced.total} in all ({_ROSTER_BOUND})",
+        highlight=False,
+    )
+
+
 @roster_app.command("list")
 def roster_list(
     partner_id: Annotated[str, typer.Argument(help="The CBO's partner id.")],

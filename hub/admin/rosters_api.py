@@ -41,6 +41,14 @@ class RosterEntryIn(BaseModel):
     patient: str = Field(description=_PATIENT)
 
 
+class RosterIn(BaseModel):
+    """A CBO's whole roster, replacing the one the hub holds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    patients: list[str] = Field(description=f"Every patient on the roster, each as in POST ({_PATIENT})")
+
+
 def _bad(parameter: str, message: str) -> HTTPException:
     detail = message if message.startswith(parameter) else f"{parameter}: {message}"
     return HTTPException(status.HTTP_400_BAD_REQUEST, detail=detail)
@@ -63,6 +71,26 @@ def _changed(request: Request) -> None:
     callback = getattr(request.app.state, "roster_changed", None)
     if callable(callback):
         callback()
+
+
+def _add_sync_route(router: APIRouter, sessions: async_sessionmaker[AsyncSession]) -> None:
+    @router.put("/partners/{partner_id}/roster")
+    async def replace_roster(request: Request, partner_id: str, roster_in: RosterIn) -> dict[str, Any]:
+        """Replace a CBO's whole roster with the list given (a nightly client-list sync), in one transaction:
+        entries already there are kept, missing ones removed, new ones added. Answers the counts."""
+        try:
+            async with sessions() as session:
+                synced = await rosters.replace_roster(session, partner_id, roster_in.patients)
+        except PartnerNotFound as exc:
+            raise _no_partner(partner_id) from exc
+        except rosters.RosterNotAllowed as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
+        except InvalidInput as exc:
+            raise _bad(exc.expression or "patients", str(exc)) from exc
+        if synced.added or synced.removed:
+            _changed(request)
+        return {"partner_id": partner_id, "added": synced.added, "removed": synced.removed, "kept": synced.kept,
+                "total": synced.total}
 
 
 def build_rosters_router(*, sessions: async_sessionmaker[AsyncSession]) -> APIRouter:
@@ -109,6 +137,8 @@ def build_rosters_router(*, sessions: async_sessionmaker[AsyncSession]) -> APIRo
         else:
             response.status_code = status.HTTP_200_OK
         return entry.to_public()
+
+    _add_sync_route(router, sessions)
 
     @router.delete("/partners/{partner_id}/roster/{entry_id}", status_code=status.HTTP_204_NO_CONTENT)
     async def remove_entry(request: Request, partner_id: str, entry_id: str) -> Response:

@@ -1,7 +1,7 @@
 """Partner rosters: which patients a CBO serves, so the route stage offers it their admit/discharge events.
 
 Holds the :class:`RosterEntry` value, :func:`parse_patient` (how an operator names a patient) and the async
-functions that add, remove and list entries and answer the route stage's question "whose roster holds
+functions that add, remove, list and replace (sync) entries and answer the route stage's question "whose roster holds
 this hub patient?" (:func:`rostered_partners`). It touches the ``partner_rosters`` table (read and
 write) and reads ``partners`` and ``patient_identities``, through the session it is given.
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, delete, select, union
+from sqlalchemy import ColumnElement, delete, insert, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.control.crosswalk import HUB_PATIENT_ID_PREFIX, SOURCE_MAX
@@ -42,6 +42,8 @@ _HUB_PATIENT_ID = re.compile(re.escape(HUB_PATIENT_ID_PREFIX) + r"[0-9a-f]{32}")
 # in the system and none around the value.
 _IDENTIFIER = re.compile(r"([^\s|]*)\|([^\s|](?:[^|]*[^\s|])?)")
 _CHUNK = 500
+#: Most patients one roster sync takes (a CBO's whole client list).
+MAX_SYNC: Final = 100_000
 
 
 def partner_namespace(partner_id: str) -> str:
@@ -230,6 +232,65 @@ async def list_roster(
         await _roster_partner(session, partner_id)
         rows = (await session.execute(statement)).all()
     return [_entry(row) for row in rows]
+
+
+@dataclass(frozen=True)
+class RosterSync:
+    """What :func:`replace_roster` changed."""
+
+    added: int
+    removed: int
+    kept: int
+
+    @property
+    def total(self) -> int:
+        """Entries on the roster afterwards."""
+        return self.added + self.kept
+
+
+async def replace_roster(session: AsyncSession, partner_id: str, patients: Sequence[str]) -> RosterSync:
+    """Make ``partner_id``'s roster exactly ``patients`` (each as :func:`parse_patient` reads it), in one
+    transaction: the nightly client-list sync of a CBO. Entries already there keep their id; duplicates
+    in ``patients`` count once; new entries are added in the list's order. Commits.
+
+    Raises InvalidInput (``expression`` ``patients[i]``, the first bad one; nothing changes),
+    :class:`PartnerNotFound` or :class:`RosterNotAllowed`.
+    """
+    if len(patients) > MAX_SYNC:
+        raise InvalidInput(f"a roster sync takes at most {MAX_SYNC} patients", expression="patients")
+    wanted: dict[tuple[str | None, str | None], None] = {}  # in the list's order, each once
+    for index, patient in enumerate(patients):
+        try:
+            wanted[parse_patient(partner_id, patient)] = None
+        except InvalidInput as error:
+            raise InvalidInput(str(error), expression=f"patients[{index}]") from None
+    async with guarded(session, "replace_roster"):
+        kind = await _roster_partner(session, partner_id)
+        if kind not in ROSTER_KINDS:
+            raise RosterNotAllowed(partner_id, kind)
+        existing = {
+            (row.source, row.hub_patient_id): row.id
+            for row in (
+                await session.execute(
+                    select(PartnerRosterRow.id, PartnerRosterRow.source, PartnerRosterRow.hub_patient_id).where(
+                        PartnerRosterRow.partner_id == partner_id
+                    )
+                )
+            ).all()
+        }
+        stale = sorted(entry_id for named, entry_id in existing.items() if named not in wanted)
+        for start in range(0, len(stale), _CHUNK):
+            await session.execute(delete(PartnerRosterRow).where(PartnerRosterRow.id.in_(stale[start:start + _CHUNK])))
+        now = utc_now()
+        new = [
+            {"partner_id": partner_id, "source": source, "hub_patient_id": hub_patient_id, "added_at": now}
+            for source, hub_patient_id in wanted
+            if (source, hub_patient_id) not in existing
+        ]
+        for start in range(0, len(new), _CHUNK):
+            await session.execute(insert(PartnerRosterRow), new[start:start + _CHUNK])
+        await session.commit()
+    return RosterSync(added=len(new), removed=len(stale), kept=len(existing) - len(stale))
 
 
 async def rostered_partners(session: AsyncSession, hub_patient_ids: Collection[str]) -> dict[str, frozenset[str]]:

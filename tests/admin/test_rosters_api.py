@@ -109,3 +109,38 @@ async def test_rosters_need_the_operators_token(cbo: Admin) -> None:
         ROSTER, headers={"Authorization": f"Bearer {partner_token}"}, json={"patient": MRN}
     )
     assert 403 == as_partner.status_code
+
+
+async def test_a_whole_roster_is_replaced_in_one_request_keeping_entries_already_there(cbo: Admin) -> None:
+    kept = (await cbo.http.post(ROSTER, headers=cbo.headers, json={"patient": MRN})).json()
+    await cbo.http.post(ROSTER, headers=cbo.headers, json={"patient": CLIENT})
+    synced = await cbo.http.put(ROSTER, headers=cbo.headers,
+                                json={"patients": [MRN, "urn:oid:9.9|N-1", "|N-2", "urn:oid:9.9|N-1"]})
+    assert 200 == synced.status_code, synced.text
+    assert {"partner_id": "foodbank", "added": 2, "removed": 1, "kept": 1, "total": 3} == synced.json()
+    entries = (await cbo.http.get(ROSTER, headers=cbo.headers)).json()["entries"]
+    assert [MRN, "urn:oid:9.9|N-1", "urn:carehub:partner:foodbank|N-2"] == [e["patient"] for e in entries]
+    assert kept["id"] == entries[0]["id"]
+    emptied = await cbo.http.put(ROSTER, headers=cbo.headers, json={"patients": []})
+    assert (0, 3) == (emptied.json()["total"], emptied.json()["removed"])
+
+
+@pytest.mark.parametrize(
+    ("partner", "body", "status", "detail"),
+    [
+        ("foodbank", {"patients": [MRN, "no bar"]}, 400, "patients[1]"),
+        ("foodbank", {"patients": "not a list"}, 422, ""),
+        ("foodbank", {"patients": [MRN], "extra": 1}, 422, ""),
+        ("general", {"patients": [MRN]}, 409, "only community-based organizations"),
+        ("nobody", {"patients": [MRN]}, 404, "no partner"),
+    ],
+)
+async def test_a_bad_roster_sync_changes_nothing_and_says_why(
+    cbo: Admin, partner: str, body: dict[str, object], status: int, detail: str
+) -> None:
+    await cbo.http.post(ROSTER, headers=cbo.headers, json={"patient": CLIENT})
+    answer = await cbo.http.put(f"/admin/v1/partners/{partner}/roster", headers=cbo.headers, json=body)
+    assert status == answer.status_code, answer.text
+    assert detail in str(answer.json()["detail"])
+    assert "no bar" not in answer.text
+    assert [CLIENT] == [e["patient"] for e in (await cbo.http.get(ROSTER, headers=cbo.headers)).json()["entries"]]

@@ -56,3 +56,26 @@ def test_an_operator_adds_lists_and_removes_roster_entries_and_gets_one_line_err
                           "only community-based organizations")
     assert_one_line_error(run_cli(["partners", "roster", "add", "foodbank", "MRN-1"], env, tmp_path),
                           "patient must be an identifier")
+
+
+def test_an_operator_syncs_a_cbos_whole_roster_from_a_client_list(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
+    asyncio.run(_seed(url))
+    env = {"HUB_DATABASE_URL": url, "COLUMNS": "250"}
+    assert 0 == run_cli(["partners", "roster", "add", "foodbank", MRN], env, tmp_path).returncode
+    assert 0 == run_cli(["partners", "roster", "add", "foodbank", "|OLD"], env, tmp_path).returncode
+    clients = tmp_path / "clients.txt"
+    clients.write_text(f"# nightly export\n{MRN}\n|C-1\n\n|C-2\n|C-1\n")
+
+    synced = run_cli(["partners", "roster", "sync", "foodbank", str(clients)], env, tmp_path)
+
+    assert 0 == synced.returncode, synced.stderr
+    assert "2 added, 1 removed, 1 kept, 3 in all" in synced.stdout
+    listed = run_cli(["partners", "roster", "list", "foodbank", "--json"], env, tmp_path)
+    assert [MRN, "urn:carehub:partner:foodbank|C-1", "urn:carehub:partner:foodbank|C-2"] == [
+        json.loads(line)["patient"] for line in listed.stdout.splitlines()]
+    bad = tmp_path / "bad.txt"
+    bad.write_text(f"{MRN}\nnot an identifier\n")
+    assert_one_line_error(run_cli(["partners", "roster", "sync", "foodbank", str(bad)], env, tmp_path),
+                          "patient must be an identifier")
+    assert 3 == len(run_cli(["partners", "roster", "list", "foodbank", "--json"], env, tmp_path).stdout.splitlines())

@@ -187,3 +187,34 @@ async def test_the_directory_lists_the_identifiers_of_a_partners_stored_organiza
         await session.commit()
     by_id = {r.partner_id: r.identifiers for r in await SqlPartnerDirectory(seeded).partners(named=())}
     assert {"foodbank": ("urn:npi|111", "|FB"), "housing": ("Organization/h-1",), "general": ()} == by_id
+
+
+async def test_replacing_a_roster_keeps_adds_and_removes_in_one_transaction(
+    seeded: async_sessionmaker[AsyncSession],
+) -> None:
+    async with seeded() as session:
+        kept, _ = await rosters.add_to_roster(session, "foodbank", MRN)
+        await rosters.add_to_roster(session, "foodbank", CLIENT)
+        await rosters.add_to_roster(session, "housing", CLIENT)
+        hub_id = await crosswalk.resolve_patient(session, "urn:x|known")
+        synced = await rosters.replace_roster(session, "foodbank", [MRN, hub_id, "|L-1", MRN])
+        entries = await rosters.list_roster(session, "foodbank")
+        others = await rosters.list_roster(session, "housing")
+    assert (2, 1, 1, 3) == (synced.added, synced.removed, synced.kept, synced.total)
+    assert [(MRN, None), (None, hub_id), ("urn:carehub:partner:foodbank|L-1", None)] == [
+        (e.source, e.named_hub_patient_id) for e in entries]
+    assert kept.id == entries[0].id
+    assert [CLIENT] == [e.source for e in others]
+
+
+async def test_a_bad_roster_sync_changes_nothing(seeded: async_sessionmaker[AsyncSession]) -> None:
+    async with seeded() as session:
+        await rosters.add_to_roster(session, "foodbank", CLIENT)
+        with pytest.raises(InvalidInput) as caught:
+            await rosters.replace_roster(session, "foodbank", [MRN, "bad"])
+        with pytest.raises(rosters.RosterNotAllowed):
+            await rosters.replace_roster(session, "general", [MRN])
+        with pytest.raises(PartnerNotFound):
+            await rosters.replace_roster(session, "nobody", [MRN])
+        assert [CLIENT] == [e.source for e in await rosters.list_roster(session, "foodbank")]
+    assert "patients[1]" == caught.value.expression
