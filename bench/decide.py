@@ -66,12 +66,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import platform
 import random
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -983,11 +981,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     options = parse_args(argv)
     logs.configure(level="WARNING")
     results = asyncio.run(run(options, Console(stderr=True)))
-    out = Console(width=None if sys.stdout.isatty() else 160)
-    out.print(table(results))
-    for line in notes(results):
-        out.print(line, highlight=False, soft_wrap=True)
-    print(json.dumps(summary(results, options)), flush=True)
+    pipeline_bench.print_report(table(results), notes(results), summary(results, options))
 
 
 if __name__ == "__main__":

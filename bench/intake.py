@@ -85,6 +85,7 @@ from bench.pipeline import (
     make_producer,
     mrn_of,
     percentile,
+    print_report,
     ratio,
     register_bench_partners,
 )
@@ -1053,11 +1054,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     options = parse_args(argv)
     logs.configure(level="WARNING")
     results = asyncio.run(run(options, Console(stderr=True)))
-    out = Console(width=None if sys.stdout.isatty() else 160)
-    out.print(table(results, options))
-    for line in notes(results, options):
-        out.print(line, highlight=False, soft_wrap=True)
-    print(json.dumps(summary(results, options)), flush=True)
+    print_report(table(results, options), notes(results, options), summary(results, options))
 
 
 if __name__ == "__main__":

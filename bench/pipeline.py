@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -860,6 +860,15 @@ async def run(options: Options, console: Console) -> Results:
 # --- output ----------------------------------------------------------------------------------------
 
 
+def print_report(table: Table, lines: Sequence[str], summary: Mapping[str, Any]) -> None:
+    """What every bench prints last: its table and notes on stdout, then one line of JSON with every figure."""
+    out = Console(width=None if sys.stdout.isatty() else 160)
+    out.print(table)
+    for line in lines:
+        out.print(line, highlight=False, soft_wrap=True)
+    print(json.dumps(summary), flush=True)
+
+
 def ratio(a: float | None, b: float | None) -> float:
     """a / b, or NaN when either is missing."""
     if a is None or b is None or not b or math.isnan(a) or math.isnan(b):
@@ -1027,11 +1036,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     options = parse_args(argv)
     logs.configure(level="WARNING")
     results = asyncio.run(run(options, Console(stderr=True)))
-    out = Console(width=None if sys.stdout.isatty() else 160)
-    out.print(table(results, options))
-    for line in notes(results):
-        out.print(line, highlight=False, soft_wrap=True)
-    print(json.dumps(summary(results, options)), flush=True)
+    print_report(table(results, options), notes(results), summary(results, options))
 
 
 if __name__ == "__main__":

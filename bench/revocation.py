@@ -80,6 +80,7 @@ from bench.pipeline import (
     fmt,
     free_port,
     json_safe,
+    print_report,
     started_hub,
 )
 from hub import events, logs
@@ -691,11 +692,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     logs.configure(level="WARNING")
     results = asyncio.run(run(options, Console(stderr=True)))
-    out = Console(width=None if sys.stdout.isatty() else 160)
-    out.print(table(results, options))
-    for line in notes(results):
-        out.print(line, highlight=False, soft_wrap=True)
-    print(json.dumps(summary(results, options)), flush=True)
+    print_report(table(results, options), notes(results), summary(results, options))
 
 
 if __name__ == "__main__":
