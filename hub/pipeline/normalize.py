@@ -8,8 +8,7 @@ is on the patient's partition of ``hub.events`` before the edge answers 2xx (ADR
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from hub import events
@@ -25,8 +24,15 @@ STAGE = "normalize"
 
 def parse(record: Any) -> tuple[CloudEvent, HubEvent, str]:
     """The record's CloudEvent attributes, event and patient source; raises on a malformed record."""
-    ce = CloudEvent.from_headers(record.headers or ())
-    event = events.decode(record.value)
+    return parse_event(record.value, record.headers or ())
+
+
+def parse_event(
+    value: bytes, headers: Mapping[str, str | bytes] | Iterable[tuple[str, bytes]]
+) -> tuple[CloudEvent, HubEvent, str]:
+    """:func:`parse` on a value and its headers."""
+    ce = CloudEvent.from_headers(headers)
+    event = events.decode(value)
     source = event.facts.patient_source
     if not source:
         raise InvalidInput("the event names no patient, so it cannot be keyed", expression="subject")
@@ -50,12 +56,6 @@ async def normalize(records: Sequence[Any], *, patients: PatientIndex, publisher
     await publisher.publish_many(outgoing)
 
 
-@dataclass(frozen=True, slots=True)
-class _Record:
-    value: bytes
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-
-
 class EdgeNormalizer:
     """``hub.ports.EventWriter``: normalize one event at the edge and write it to ``hub.events``."""
 
@@ -69,7 +69,7 @@ class EdgeNormalizer:
         Raises ``InvalidInput`` for an event that names no patient (the edge never builds one) and
         ``BrokerUnavailable``/``StoreUnavailable`` when the broker or the crosswalk does not answer.
         """
-        ce, event, source = parse(_Record(value, [(k, v.encode()) for k, v in headers.items()]))
+        ce, event, source = parse_event(value, headers)
         hub_patient_id = await self._patients.resolve(source)
         key, normalized, normalized_headers = events.keyed_by_patient(ce, event, hub_patient_id)
         await self._publisher.publish(EVENTS.name, key=key, value=normalized, headers=normalized_headers)

@@ -230,9 +230,8 @@ class SqlConsentSource:
     async def _load(self, hub_patient_id: str) -> tuple[Consent, ...]:
         self.loads += 1
         async with self._sessions() as session:
-            sources = await resources.patient_sources(session, hub_patient_id=hub_patient_id)
-            versions = await resources.current_about_patient(session, "Consent", sources)
-        return self._parse(hub_patient_id, versions)
+            found = await resources.current_about_patients(session, "Consent", [hub_patient_id])
+        return self._parse(hub_patient_id, found[hub_patient_id])
 
     @staticmethod
     def _parse(hub_patient_id: str, versions: Sequence[resources.StoredVersion]) -> tuple[Consent, ...]:
