@@ -136,7 +136,7 @@ class SqlConsultStore:
         """See :meth:`ConsultStore.knows`: up to three reads of the control plane, the cheapest first."""
         async with self._sessions() as session:
             sources = await resources.patient_sources(session, hub_patient_id=hub_patient_id)
-            if sources and await resources.sender_knows_patient(session, partner_id, sources[0]):
+            if sources and await resources.sender_knows_sources(session, partner_id, sources):
                 return True
             rostered = await rosters.rostered_partners(session, [hub_patient_id])
             if partner_id in rostered.get(hub_patient_id, frozenset()):

@@ -467,7 +467,11 @@ async def current_about_patients(
 async def sender_knows_patient(session: AsyncSession, sender: str, source: str) -> bool:
     """Whether ``sender`` names this patient in its own namespace (a Patient it sent, a local reference)
     or already sent a resource about it."""
-    sources = await patient_sources(session, source=source)
+    return await sender_knows_sources(session, sender, await patient_sources(session, source=source))
+
+
+async def sender_knows_sources(session: AsyncSession, sender: str, sources: Sequence[str]) -> bool:
+    """:func:`sender_knows_patient` for a patient already given as all its crosswalk sources."""
     namespace = f"urn:carehub:partner:{sender}"
     if any(item.startswith((namespace + ":", namespace + "|")) for item in sources):
         return True
