@@ -118,9 +118,10 @@ from hub.consent import engine
 from hub.consent import labels as lbl
 from hub.consent.decision import Decision, Recipient, Verdict
 from hub.consent.model import CARE_COORDINATION, CONSENT_SCOPE_SYSTEM, Consent, Policies, consent_from_fhir
+from hub.delivery.partner_view import delivered_body
 from hub.events import RoutingFacts
 from hub.pipeline.publisher import AioKafkaRecordPublisher
-from hub.pipeline.route import DecideFn, delivered_body, engine_decider
+from hub.pipeline.route import DecideFn, engine_decider
 from hub.pipeline.stores import (
     SqlAuditLog,
     SqlConsentSource,

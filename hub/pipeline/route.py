@@ -37,8 +37,12 @@ from hub import events
 from hub.consent import engine
 from hub.consent.decision import Decision, Recipient
 from hub.consent.model import Consent, Policies, consent_from_fhir
-from hub.consent.redaction import PROFILE_FULL, REDACTION_OBLIGATION, redact
 from hub.control.audit import DecisionRecord
+from hub.delivery.partner_view import (
+    delivered_body,
+    obligation_headers,
+    redaction_profile,
+)
 from hub.errors import InvalidInput
 from hub.events import FHIR_JSON, CloudEvent, HubEvent, RoutingFacts
 from hub.pipeline.ports import AuditLog, ConsentSource, PartnerDirectory, RosterSource, Sequencer
@@ -50,13 +54,6 @@ log = structlog.get_logger(__name__)
 
 STAGE = "route"
 CONSENT_CHANGE: Final = "consent-change"
-#: Partner-record headers carrying a 42 CFR Part 2 disclosure's obligations.
-PART2_NOTICE_HEADER: Final = "hub_part2_notice"
-PART2_CONSENT_HEADER: Final = "hub_part2_consent"
-_OBLIGATION_HEADERS: Final = {
-    engine.PART2_NOTICE_OBLIGATION: PART2_NOTICE_HEADER,
-    engine.PART2_CONSENT_OBLIGATION: PART2_CONSENT_HEADER,
-}
 _RULE_MAX = 128
 #: Resource types whose events go to the partners that have the patient on their roster (not to every CBO).
 ROSTER_RESOURCE_TYPES: Final = frozenset({"Encounter"})
@@ -204,34 +201,6 @@ async def route(
                 deliveries.append(Outgoing(partner_topic(recipient.partner_id).name, key, bodies[profile], headers))
     await publisher.publish_many(deliveries)
     return routed
-
-
-def redaction_profile(decision: Decision) -> str:
-    """The redaction profile a permit obliges delivery to apply (``full`` when it names none)."""
-    for obligation in decision.obligations:
-        if obligation.kind == REDACTION_OBLIGATION:
-            return obligation.value
-    return PROFILE_FULL
-
-
-def obligation_headers(decision: Decision) -> dict[str, str]:
-    """The ``hub_part2_*`` headers of a permit's 42 CFR Part 2 obligations (empty for other data)."""
-    return {
-        _OBLIGATION_HEADERS[obligation.kind]: obligation.value
-        for obligation in decision.obligations
-        if obligation.kind in _OBLIGATION_HEADERS
-    }
-
-
-def delivered_body(body: str, profile: str) -> bytes:
-    """The FHIR JSON a recipient under ``profile`` gets: the original bytes for ``full``, or when the
-    profile removes nothing; otherwise the redacted resource."""
-    original = body.encode("utf-8")
-    if profile == PROFILE_FULL:
-        return original
-    resource = orjson.loads(original)
-    redacted = redact(resource, profile)
-    return original if redacted == resource else orjson.dumps(redacted)
 
 
 def _audit_record(ce: CloudEvent, facts: RoutingFacts, recipient: Recipient, decision: Decision) -> DecisionRecord:

@@ -12,6 +12,7 @@ from hub.consent.decision import Decision, Obligation, Recipient, Verdict
 from hub.consent.engine import PART2_NOTICE, RULE_PART2
 from hub.consent.model import OPTOUT, Policies
 from hub.consent.redaction import PROFILE_CBO, PROFILE_FULL, REDACTED_LABEL
+from hub.delivery import partner_view
 from hub.events import HubEvent, RoutingFacts
 from hub.pipeline import route
 from hub.topics.registry import EVENTS
@@ -107,8 +108,8 @@ async def test_a_part2_disclosure_carries_the_notice_and_the_consent_as_headers_
     audit, publisher = await run([labelled_referral(SUD)], FakeConsentSource({PATIENT: (part2,)}))
     assert ["permit"] == [r.verdict for r in audit.records], audit.records
     [(_, _, value, headers)] = publisher.published
-    assert PART2_NOTICE == headers[route.PART2_NOTICE_HEADER]
-    assert "Consent/p2" == headers[route.PART2_CONSENT_HEADER]
+    assert PART2_NOTICE == headers[partner_view.PART2_NOTICE_HEADER]
+    assert "Consent/p2" == headers[partner_view.PART2_CONSENT_HEADER]
     delivered = orjson.loads(value)
     assert "note" not in delivered
     assert REDACTED_LABEL in delivered["meta"]["security"]
@@ -116,13 +117,13 @@ async def test_a_part2_disclosure_carries_the_notice_and_the_consent_as_headers_
 
 def test_the_full_profile_delivers_the_original_bytes_without_parsing() -> None:
     body = '{"resourceType": "ServiceRequest",  "note": [{"text": "x"}]}'
-    assert body.encode() == route.delivered_body(body, PROFILE_FULL)
+    assert body.encode() == partner_view.delivered_body(body, PROFILE_FULL)
 
 
 def test_a_profile_that_removes_nothing_keeps_the_original_bytes() -> None:
     body = '{"resourceType": "ServiceRequest", "status": "active"}'
-    assert body.encode() == route.delivered_body(body, PROFILE_CBO)
-    redacted = orjson.loads(route.delivered_body('{"resourceType": "ServiceRequest", "note": []}', PROFILE_CBO))
+    assert body.encode() == partner_view.delivered_body(body, PROFILE_CBO)
+    redacted = orjson.loads(partner_view.delivered_body('{"resourceType": "ServiceRequest", "note": []}', PROFILE_CBO))
     assert "note" not in redacted
 
 
@@ -142,8 +143,8 @@ def test_obligations_become_a_profile_and_headers(
     obligations: tuple[Obligation, ...], profile: str, headers: dict[str, str]
 ) -> None:
     decision = Decision(verdict=Verdict.PERMIT, rule="r", reason="r", obligations=obligations)
-    assert profile == route.redaction_profile(decision)
-    assert headers == route.obligation_headers(decision)
+    assert profile == partner_view.redaction_profile(decision)
+    assert headers == partner_view.obligation_headers(decision)
 
 
 def test_an_unreadable_consent_event_only_invalidates() -> None:
