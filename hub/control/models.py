@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -42,6 +43,7 @@ BigIntId = BigInteger().with_variant(Integer(), "sqlite")
 PARTNER_ID_MAX = 63
 #: MSH-4 is an HD of three components (IS 20, ST 199, ID 6 in v2.5) joined by '^'.
 FACILITY_MAX = 227
+SECRET_NAME_MAX = 64
 CURRENT_TIMESTAMP = text("CURRENT_TIMESTAMP")
 
 
@@ -209,3 +211,14 @@ class PartnerRosterRow(Base):
     source: Mapped[str | None] = mapped_column(String(512), nullable=True)
     hub_patient_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now, server_default=CURRENT_TIMESTAMP)
+
+
+class HubSecretRow(Base):
+    """A random secret the hub generated once (migration 0007), shared by every process on the database;
+    written once by whichever process asks first, never updated (``hub.control.secrets``)."""
+
+    __tablename__ = "hub_secrets"
+
+    name: Mapped[str] = mapped_column(String(SECRET_NAME_MAX), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now, server_default=CURRENT_TIMESTAMP)
