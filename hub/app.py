@@ -28,6 +28,7 @@ from hub.adapters.cds_hooks import build_cds_router
 from hub.adapters.cds_hooks_store import SqlConsultStore
 from hub.adapters.fhir_rest import build_fhir_router, install_fhir_error_handlers
 from hub.adapters.mllp import start_mllp_server
+from hub.adapters.mllp_limits import ConnectionLimits
 from hub.admin.api import PartnerCreated, build_admin_router
 from hub.auth import SqlAuthenticator
 from hub.broker.embedded import EmbeddedBroker, port_is_free, wait_for_metadata
@@ -269,6 +270,14 @@ async def running_hub(
                 host=settings.mllp_host, port=settings.mllp_port, ingress=publisher,
                 hospitals=FacilityDirectory(sessions, settings.mllp_facilities),
                 max_message_bytes=settings.max_body_bytes,
+                limits=ConnectionLimits(
+                    max_connections=settings.mllp_max_connections,
+                    max_per_source=settings.mllp_max_connections_per_source,
+                    reserved=settings.mllp_reserved_connections,
+                    identify_timeout=settings.mllp_identify_timeout_s,
+                    frame_timeout=settings.mllp_frame_timeout_s,
+                    idle_timeout=settings.mllp_idle_timeout_s,
+                ),
             )
             stack.push_async_callback(mllp.stop)
             hub.mllp_port = mllp.port

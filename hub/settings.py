@@ -29,6 +29,24 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='MSH-4 sending facility -> hospital partner id, JSON: {"GHH": "general"}.',
     )
+    # MLLP connection limits (hub.adapters.mllp_limits.ConnectionLimits). A connection is identified once it
+    # delivered a frame from a registered facility; until then it is unidentified and may be evicted.
+    mllp_max_connections: int = Field(default=256, ge=1, description="Concurrent MLLP connections in all.")
+    mllp_max_connections_per_source: int = Field(
+        default=32, ge=1, description="Concurrent MLLP connections from one peer IP address."
+    )
+    mllp_reserved_connections: int = Field(
+        default=32, ge=0, description="MLLP connections only identified hospitals may hold (< max connections)."
+    )
+    mllp_identify_timeout_s: float = Field(
+        default=10.0, gt=0, description="Seconds a new MLLP connection has to send a frame from a registered facility."
+    )
+    mllp_frame_timeout_s: float = Field(
+        default=30.0, gt=0, description="Seconds one MLLP frame may take to arrive once its first byte came."
+    )
+    mllp_idle_timeout_s: float | None = Field(
+        default=None, gt=0, description="Seconds an identified MLLP connection may stay silent (unset: no limit)."
+    )
 
     # Sharing policy (hub.consent.model.Policies): what happens when no patient consent applies, and
     # labels that, like 42 CFR Part 2 data, need a consent naming the recipient.

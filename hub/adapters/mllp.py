@@ -70,6 +70,7 @@ from hub.adapters.hl7_adt import (
     map_adt,
     parse_message,
 )
+from hub.adapters.mllp_limits import ConnectionLimits, Slot, SlotTable
 from hub.errors import HubError, RetryableError
 from hub.events import CloudEvent, encode, now
 from hub.ports import IngressWriter
@@ -151,6 +152,15 @@ class _Turn:
     users: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The acknowledgment of one frame, and the registered hospital that sent it (``None``: the frame
+    was unreadable, or its MSH-4 is not registered, or the directory did not answer)."""
+
+    ack: bytes
+    sender: str | None
+
+
 @dataclass
 class AdtIntake:
     """One frame in, one acknowledgment out: the MLLP edge without the sockets (unit-testable).
@@ -169,21 +179,26 @@ class AdtIntake:
 
     async def handle(self, frame: bytes) -> bytes:
         """The acknowledgment (ER7 bytes, unframed) of one message; never raises except on cancellation."""
+        return (await self.answer(frame)).ack
+
+    async def answer(self, frame: bytes) -> Answer:
+        """:meth:`handle`, also saying which registered hospital the frame came from (if any)."""
         try:
             return await self._handle(frame)
         except Exception as exc:  # noqa: BLE001 - a bug must cost one AE, never the connection or the listener
             log.error("mllp.internal_error", error=type(exc).__name__)  # noqa: TRY400 - a traceback may hold PHI
-            return ack(frame, "AE", ErrorDetail(207, None, "the hub could not process the message; send it again"))
+            text = "the hub could not process the message; send it again"
+            return Answer(ack(frame, "AE", ErrorDetail(207, None, text)), sender=None)
 
-    async def _handle(self, frame: bytes) -> bytes:
+    async def _handle(self, frame: bytes) -> Answer:
         try:
             message = parse_message(frame, max_bytes=self.max_message_bytes)
         except Hl7Error as error:
-            return _refused(frame, error, sender=None)
+            return Answer(_refused(frame, error, sender=None), sender=None)
         try:
             sender = await self.hospitals.hospital_for_facility(message.header.facility_key)
         except HubError as exc:
-            return _transient(message, exc, sender=None)
+            return Answer(_transient(message, exc, sender=None), sender=None)
         if sender is None:
             unknown = Hl7Error(
                 "MSH-4 (sending facility) names no hospital registered with this hub",
@@ -191,13 +206,13 @@ class AdtIntake:
                 location=ErrorLocation("MSH", 4),
                 ack_code="AR",
             )
-            return _refused(message, unknown, sender=None)
+            return Answer(_refused(message, unknown, sender=None), sender=None)
         ce_id = adt_event_id(sender, message)
         turn = self._turns.setdefault(ce_id, _Turn())
         turn.users += 1
         try:
             async with turn.lock:
-                return await self._accept(message, sender, ce_id)
+                return Answer(await self._accept(message, sender, ce_id), sender=sender)
         finally:
             turn.users -= 1
             if turn.users == 0:
@@ -265,16 +280,27 @@ class NotAFrame(Exception):
 class MllpFrameReader(HL7StreamReader):  # type: ignore[misc]  # python-hl7 ships no type hints
     """python-hl7's ``HL7StreamReader`` with a lenient, bounded :meth:`read_frame`."""
 
-    async def read_frame(self) -> bytes:
-        """The content of the next frame (between ``<VT>`` and ``<FS><CR>``).
+    async def first_byte(self) -> bytes:
+        """Wait for the next frame to begin: its first byte (consumed; hand it to :meth:`read_frame`).
+
+        Raises ``asyncio.IncompleteReadError`` when the peer closed instead.
+        """
+        first: bytes = await self.read(1)
+        if not first:
+            raise asyncio.IncompleteReadError(b"", 1)
+        return first
+
+    async def read_frame(self, first: bytes = b"") -> bytes:
+        """The content of the next frame (between ``<VT>`` and ``<FS><CR>``); ``first`` is its first
+        byte when :meth:`first_byte` already took it.
 
         Raises ``asyncio.IncompleteReadError`` at end of stream (also mid-frame), :class:`FrameTooLarge`
         when no frame end comes within the limit, :class:`NotAFrame` for a block without ``<VT>``.
         """
         try:
-            block: bytes = await self.readuntil(END_BLOCK)
+            block: bytes = first + await self.readuntil(END_BLOCK)
         except asyncio.LimitOverrunError:
-            head: bytes = await self.read(_HEAD_BYTES)
+            head: bytes = first + await self.read(_HEAD_BYTES)
             raise FrameTooLarge(head) from None
         start = block.rfind(START_BLOCK)
         if start < 0:
@@ -287,13 +313,15 @@ class MllpFrameReader(HL7StreamReader):  # type: ignore[misc]  # python-hl7 ship
 
 @dataclass(eq=False)
 class _Connection:
+    slot: Slot
+    source: str
     task: asyncio.Task[None] | None = None
-    reading: bool = True
 
 
 @dataclass
 class _Connections:
-    open: set[_Connection] = field(default_factory=set)
+    table: SlotTable
+    open: dict[Slot, _Connection] = field(default_factory=dict)
     closing: bool = False
 
 
@@ -312,6 +340,11 @@ class MllpServer:
         return self._port
 
     @property
+    def limits(self) -> ConnectionLimits:
+        """The connection limits and timeouts this listener applies."""
+        return self._connections.table.limits
+
+    @property
     def connection_count(self) -> int:
         """Connections currently open."""
         return len(self._connections.open)
@@ -321,10 +354,10 @@ class MllpServer:
         seconds); close every connection. A message cut off gets no ACK, so its sender resends it."""
         self.server.close()
         self._connections.closing = True
-        for connection in list(self._connections.open):
-            if connection.reading and connection.task is not None:
+        for connection in list(self._connections.open.values()):
+            if not connection.slot.busy and connection.task is not None:
                 connection.task.cancel()
-        tasks = [c.task for c in self._connections.open if c.task is not None]
+        tasks = [c.task for c in self._connections.open.values() if c.task is not None]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)
             for task in pending:
@@ -347,8 +380,7 @@ async def start_mllp_server(
     hospitals: HospitalDirectory,
     acknowledged: AcknowledgedMessages | None = None,
     max_message_bytes: int = 1_048_576,
-    max_connections: int = 256,
-    idle_timeout: float | None = None,
+    limits: ConnectionLimits | None = None,
     local_timezone: tzinfo | None = None,
     validate: bool = False,
 ) -> MllpServer:
@@ -359,9 +391,10 @@ async def start_mllp_server(
     * ``acknowledged`` remembers the ce_ids acknowledged AA (retransmissions are answered AA without
       a write); default a fresh :class:`RecentlyAcknowledged` (share one between listeners of a hub);
     * ``max_message_bytes`` bounds one frame and so each connection's buffer (a longer frame: AR 104,
-      connection closed); ``max_connections`` bounds concurrent connections (more are closed at once);
-    * ``idle_timeout`` closes a connection that completes no frame for that many seconds (``None``:
-      never; MLLP senders commonly hold a connection open for days);
+      connection closed);
+    * ``limits``: how many connections (in all, per source IP, reserved for identified hospitals) and
+      how long a connection may stay unidentified, take over one frame, or idle; see
+      :mod:`hub.adapters.mllp_limits` (default :class:`~hub.adapters.mllp_limits.ConnectionLimits`);
     * ``local_timezone``: the hospitals' time zone, for HL7 times without a UTC offset (``None``:
       keep only their date); ``validate``: also check each generated Encounter with the R4B model
       (off: valid by construction and proven by the tests; see :mod:`hub.adapters.hl7_adt`).
@@ -374,22 +407,31 @@ async def start_mllp_server(
         local_timezone=local_timezone,
         validate=validate,
     )
-    connections = _Connections()
+    connections = _Connections(SlotTable(limits if limits is not None else ConnectionLimits()))
     loop = asyncio.get_running_loop()
 
     def protocol_factory() -> Any:
         reader = MllpFrameReader(limit=max_message_bytes + 1, loop=loop)
-        connection = _Connection()
 
         def connected(frames: MllpFrameReader, writer: HL7StreamWriter) -> None:
-            if len(connections.open) >= max_connections or connections.closing:
-                log.warning("mllp.connection_refused", count=len(connections.open))
+            if connections.closing:
                 writer.close()
                 return
-            connections.open.add(connection)
-            serving = _serve(intake, connections, connection, frames, writer, idle_timeout=idle_timeout)
-            connection.task = loop.create_task(serving)
-            connection.task.add_done_callback(lambda _: connections.open.discard(connection))
+            source = _source(writer)
+            admission = connections.table.admit(source)
+            for victim in admission.evicted:
+                _evict(connections, victim)
+            if admission.slot is None:
+                log.warning(
+                    "mllp.connection_refused", reason=admission.refused, source=source,
+                    open=len(connections.table), unidentified=connections.table.unidentified,
+                )
+                writer.close()  # nothing written to it, so it closes at once
+                return
+            connection = _Connection(admission.slot, source)
+            connections.open[admission.slot] = connection
+            connection.task = loop.create_task(_serve(intake, connections, connection, frames, writer))
+            connection.task.add_done_callback(lambda _: _forget(connections, connection))
 
         return HL7StreamProtocol(reader, connected, loop=loop)
 
@@ -398,44 +440,117 @@ async def start_mllp_server(
     return MllpServer(server, connections, intake)
 
 
+def _source(writer: HL7StreamWriter) -> str:
+    """The peer's IP address (the unit of the per-source limit)."""
+    peer = writer.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+
+
+def _evict(connections: _Connections, slot: Slot) -> None:
+    """Close an idle unidentified connection to make room (its slot has already left the table)."""
+    connection = connections.open.get(slot)
+    if connection is not None and connection.task is not None:
+        log.info("mllp.connection_evicted", source=connection.source, unidentified=connections.table.unidentified)
+        connection.task.cancel()
+
+
+def _forget(connections: _Connections, connection: _Connection) -> None:
+    connections.open.pop(connection.slot, None)
+    connections.table.release(connection.slot)
+
+
+class _Timeout(Exception):
+    """A connection ran out of time; ``phase`` says which limit (for the log)."""
+
+    def __init__(self, phase: Literal["identify", "frame", "idle", "send"]) -> None:
+        super().__init__(phase)
+        self.phase = phase
+
+
 async def _serve(
     intake: AdtIntake,
     connections: _Connections,
     connection: _Connection,
     frames: MllpFrameReader,
     writer: HL7StreamWriter,
-    *,
-    idle_timeout: float | None,
 ) -> None:
-    """One connection: read a frame, answer it, repeat, until the peer leaves or misbehaves."""
+    """One connection: read a frame, answer it, repeat, until the peer leaves, misbehaves or runs
+    out of time."""
+    slot, limits = connection.slot, connections.table.limits
+    identify_by = asyncio.get_running_loop().time() + limits.identify_timeout
     try:
         while not connections.closing:
-            connection.reading = True
             try:
-                frame = await _next_frame(frames, idle_timeout)
+                frame = await _receive(frames, slot, limits, identify_by)
             except NotAFrame as garbage:
-                connection.reading = False
                 detail = ErrorDetail(100, None, "an MLLP frame starts with <VT> (0x0B) and ends with <FS><CR>")
-                await _send(writer, ack(garbage.block, "AR", detail))
+                await _send(writer, ack(garbage.block, "AR", detail), limits)
                 continue
             except FrameTooLarge as large:
-                connection.reading = False
                 limit = intake.max_message_bytes
                 body = large.head[large.head.find(START_BLOCK) + 1 :]
-                await _send(writer, ack(body, "AR", ErrorDetail(104, None, f"the frame is larger than {limit} bytes")))
+                too_large = ack(body, "AR", ErrorDetail(104, None, f"the frame is larger than {limit} bytes"))
+                await _send(writer, too_large, limits)
                 log.warning("mllp.frame_too_large", status="AR")
                 await _linger(frames, writer)
                 break
-            connection.reading = False
-            await _send(writer, await intake.handle(frame))
-    except (asyncio.IncompleteReadError, TimeoutError):
-        pass  # the peer closed (maybe mid-frame) or stayed silent too long
+            slot.busy += 1
+            try:
+                answer = await intake.answer(frame)
+                if answer.sender is not None:
+                    connections.table.identify(slot)
+                await _send(writer, answer.ack, limits)
+            finally:
+                slot.busy -= 1
+    except asyncio.IncompleteReadError:
+        pass  # the peer closed (maybe mid-frame)
+    except _Timeout as timeout:
+        log.info("mllp.connection_timeout", phase=timeout.phase, identified=slot.identified, source=connection.source)
     except (ConnectionError, OSError) as exc:
         log.info("mllp.connection_lost", error=type(exc).__name__)
     finally:
-        writer.close()
-        with contextlib.suppress(Exception):
+        await _close(writer)
+
+
+async def _receive(frames: MllpFrameReader, slot: Slot, limits: ConnectionLimits, identify_by: float) -> bytes:
+    """The next frame, within the connection's time limits (:class:`_Timeout` otherwise).
+
+    Waiting for a frame to begin: an unidentified connection until ``identify_by``, an identified
+    one for ``limits.idle_timeout``. Once its first byte came, the whole frame within
+    ``limits.frame_timeout`` (and still by ``identify_by`` when unidentified), however the bytes
+    trickle in.
+    """
+    loop = asyncio.get_running_loop()
+    if slot.identified:
+        begin_by = None if limits.idle_timeout is None else loop.time() + limits.idle_timeout
+    else:
+        begin_by = identify_by
+    try:
+        async with asyncio.timeout_at(begin_by):
+            first = await frames.first_byte()
+    except TimeoutError:
+        raise _Timeout("idle" if slot.identified else "identify") from None
+    end_by = loop.time() + limits.frame_timeout
+    if not slot.identified:
+        end_by = min(end_by, identify_by)
+    try:
+        async with asyncio.timeout_at(end_by):
+            return await frames.read_frame(first)
+    except TimeoutError:
+        raise _Timeout("frame" if slot.identified or end_by < identify_by else "identify") from None
+
+
+async def _close(writer: HL7StreamWriter) -> None:
+    """Close after the last ACK left; a peer that does not read it within a moment is reset, so a
+    slow reader cannot keep a closed connection (and its slot) alive."""
+    writer.close()
+    try:
+        async with asyncio.timeout(_LINGER_SECONDS):
             await writer.wait_closed()
+    except TimeoutError:
+        writer.transport.abort()
+    except Exception:  # noqa: BLE001, S110 - the peer is gone either way
+        pass
 
 
 async def _linger(frames: MllpFrameReader, writer: HL7StreamWriter) -> None:
@@ -449,13 +564,11 @@ async def _linger(frames: MllpFrameReader, writer: HL7StreamWriter) -> None:
                 pass
 
 
-async def _next_frame(frames: MllpFrameReader, idle_timeout: float | None) -> bytes:
-    if idle_timeout is None:
-        return await frames.read_frame()
-    async with asyncio.timeout(idle_timeout):
-        return await frames.read_frame()
-
-
-async def _send(writer: HL7StreamWriter, acknowledgment: bytes) -> None:
+async def _send(writer: HL7StreamWriter, acknowledgment: bytes, limits: ConnectionLimits) -> None:
+    """Write one ACK frame; a peer that does not read its ACKs for ``frame_timeout`` is dropped."""
     writer.writeblock(acknowledgment)
-    await writer.drain()
+    try:
+        async with asyncio.timeout(limits.frame_timeout):
+            await writer.drain()
+    except TimeoutError:
+        raise _Timeout("send") from None

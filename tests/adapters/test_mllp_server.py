@@ -16,6 +16,7 @@ import pytest
 from hl7.client import MLLPClient
 
 from hub.adapters.mllp import MllpServer, RecentlyAcknowledged, start_mllp_server
+from hub.adapters.mllp_limits import ConnectionLimits
 from hub.events import CloudEvent, decode
 from tests.adapters.hl7_fakes import (
     FACILITY,
@@ -332,8 +333,8 @@ async def test_eight_garbage_peers_and_eight_hospitals_at_once() -> None:
 
 
 async def test_connections_over_the_limit_are_closed_at_once() -> None:
-    """``max_connections=2``: a third concurrent connection is closed; the first two keep working."""
-    running = await _start(max_connections=2)
+    """``max_connections=2``: with two identified connections open, a third is closed at once; the two keep working."""
+    running = await _start(limits=ConnectionLimits(max_connections=2, reserved=0))
     try:
         held = [await asyncio.open_connection("127.0.0.1", running.port) for _ in range(2)]
         for held_reader, held_writer in held:  # an answered frame proves the connection is being served
@@ -354,9 +355,9 @@ async def test_connections_over_the_limit_are_closed_at_once() -> None:
         await running.server.stop()
 
 
-async def test_an_idle_connection_is_closed_after_the_idle_timeout() -> None:
-    """A peer that sends nothing for ``idle_timeout`` seconds is disconnected."""
-    running = await _start(idle_timeout=0.1)
+async def test_a_peer_that_connects_and_sends_nothing_is_closed_after_the_identify_timeout() -> None:
+    """A peer that never delivers a frame is disconnected once ``identify_timeout`` ran out."""
+    running = await _start(limits=ConnectionLimits(identify_timeout=0.1))
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
         assert b"" == await asyncio.wait_for(reader.read(), 5)
