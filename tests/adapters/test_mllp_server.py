@@ -7,6 +7,7 @@ checking that a good message still gets its AA: one bad peer must never cost any
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -468,3 +469,223 @@ async def test_the_directory_is_asked_with_the_whole_sending_facility() -> None:
     hospitals = FakeHospitalDirectory({"GHH^2.16.840.1.113883.19.1^ISO": HOSPITAL})
     answer = read_ack(await make_intake(hospitals=hospitals).handle(adt({"MSH-4": "GHH^2.16.840.1.113883.19.1^ISO^"})))
     assert ("AA", ["GHH^2.16.840.1.113883.19.1^ISO"]) == (answer.code, hospitals.asked)
+
+
+# --- starvation: connection limits and timeouts (issue 9) -------------------------------------
+
+
+@dataclass
+class Peer:
+    """A raw connection from a chosen loopback address (the whole 127/8 is loopback on Linux)."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    async def closed_by_hub(self) -> bool:
+        """Wait for the hub to close this connection: True on EOF or reset, False when bytes came instead."""
+        try:
+            return b"" == await self.reader.read(65_536)
+        except ConnectionError:
+            return True
+
+    async def exchange(self, data: bytes) -> bytes:
+        """Send one frame, read its ACK frame."""
+        self.writer.write(VT + data + FS_CR)
+        await self.writer.drain()
+        return await asyncio.wait_for(self.reader.readuntil(FS_CR), 10)
+
+    def close(self) -> None:
+        """Close our end."""
+        self.writer.close()
+
+
+async def connect(port: int, source: str = "127.0.0.1", first: bytes = b"") -> Peer:
+    """A connection from ``source`` that has sent ``first`` (e.g. half a frame)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    if first:
+        writer.write(first)
+        await writer.drain()
+    return Peer(reader, writer)
+
+
+HALF_FRAME = VT + message(0)[:40]
+
+
+async def test_three_hundred_half_frame_connections_do_not_lock_out_a_registered_hospital() -> None:
+    """The slow-loris flood of issue 9 with the default limits: 300 connections from ten addresses each
+    send half a frame and wait. A hospital connecting after them gets its AA (on a listener that only
+    counts connections it would be refused), and a hospital connected before the flood keeps working.
+    Unidentified peers may hold only 256 - 32 slots, so 77 of the flood, the oldest, were closed.
+    (Default limits; only the timeouts are long, so that no flood connection times out meanwhile.)"""
+    running = await _start(limits=ConnectionLimits(identify_timeout=600, frame_timeout=600))
+    try:
+        before = await connect(running.port)
+        assert "AA" == read_ack(await before.exchange(message(1))).code
+        flood = [await connect(running.port, f"127.0.0.{2 + n % 10}", HALF_FRAME) for n in range(300)]
+        hospital = await connect(running.port)  # accepted after the whole flood: the kernel queue is FIFO
+        answer = read_ack(await hospital.exchange(message(2)))
+        assert ("AA", "MSG-2") == (answer.code, answer.control_id)
+        assert "AA" == read_ack(await before.exchange(message(3))).code
+        assert 3 == len(running.ingress.written)
+        closing = [asyncio.ensure_future(peer.closed_by_hub()) for peer in flood]
+        evicted = [await closed for closed in itertools.islice(asyncio.as_completed(closing), 77)]
+        assert [True] * 77 == evicted
+        assert 2 + running.server.limits.unidentified_slots - 1 == running.server.connection_count
+        for task in closing:
+            task.cancel()
+        for peer in [before, hospital, *flood]:
+            peer.close()
+    finally:
+        await running.server.stop()
+
+
+async def test_a_slow_loris_trickling_bytes_is_closed_once_its_frame_takes_longer_than_the_frame_timeout() -> None:
+    """An identified connection (one AA) then trickles the next frame a byte at a time, each byte well
+    within the frame timeout of the last: the hub closes it, unanswered, and writes nothing more."""
+    running = await _start(limits=ConnectionLimits(frame_timeout=0.3, identify_timeout=60))
+    try:
+        loris = await connect(running.port)
+        assert "AA" == read_ack(await loris.exchange(message(1))).code
+        frame = VT + message(2, **{"PV1-3": "x" * 4000}) + FS_CR
+
+        async def trickle() -> None:
+            try:
+                for byte in frame:
+                    loris.writer.write(bytes([byte]))
+                    await loris.writer.drain()
+                    await asyncio.sleep(0.01)
+            except ConnectionError:
+                pass
+
+        trickling = asyncio.create_task(trickle())
+        assert await asyncio.wait_for(loris.closed_by_hub(), 30)  # an AA instead would fail here
+        trickling.cancel()
+        loris.close()
+        assert 1 == len(running.ingress.written)
+        await still_serving(running)
+    finally:
+        await running.server.stop()
+
+
+async def test_half_a_frame_from_an_identified_connection_is_closed_after_the_frame_timeout() -> None:
+    """A hospital's connection that stops in the middle of a frame does not hold its slot forever."""
+    running = await _start(limits=ConnectionLimits(frame_timeout=0.2, identify_timeout=60))
+    try:
+        peer = await connect(running.port)
+        assert "AA" == read_ack(await peer.exchange(message(1))).code
+        peer.writer.write(HALF_FRAME)
+        await peer.writer.drain()
+        assert await asyncio.wait_for(peer.closed_by_hub(), 30)
+        peer.close()
+        assert 1 == len(running.ingress.written)
+    finally:
+        await running.server.stop()
+
+
+async def test_a_peer_sending_only_unregistered_facilities_is_closed_at_the_identify_timeout() -> None:
+    """Busy but never identified: each frame gets AR 103, and the connection ends at the identify
+    timeout all the same - an unregistered peer never holds a slot for long."""
+    running = await _start(limits=ConnectionLimits(identify_timeout=0.3))
+    try:
+        peer = await connect(running.port)
+        codes: set[str] = set()
+
+        async def keep_sending() -> None:
+            for n in range(100_000):
+                codes.add(read_ack(await peer.exchange(message(n, **{"MSH-4": "NOT-REGISTERED"}))).error_code)
+
+        with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
+            await keep_sending()
+        peer.close()
+        assert {"103"} == codes
+        assert [] == running.ingress.written
+    finally:
+        await running.server.stop()
+
+
+async def test_a_trickle_that_started_unidentified_is_closed_at_the_identify_timeout() -> None:
+    """A new connection trickling its first frame for longer than the identify timeout is closed, even
+    though that is shorter than the frame timeout."""
+    running = await _start(limits=ConnectionLimits(identify_timeout=0.3, frame_timeout=600))
+    try:
+        peer = await connect(running.port, first=HALF_FRAME)
+
+        async def trickle() -> None:
+            try:
+                while True:
+                    peer.writer.write(b"x")
+                    await peer.writer.drain()
+                    await asyncio.sleep(0.01)
+            except ConnectionError:
+                pass
+
+        trickling = asyncio.create_task(trickle())
+        assert await asyncio.wait_for(peer.closed_by_hub(), 30)
+        trickling.cancel()
+        peer.close()
+    finally:
+        await running.server.stop()
+
+
+async def test_a_hospitals_persistent_connection_stays_open_while_idle_and_keeps_working() -> None:
+    """Identified, then silent for longer than the identify and frame timeouts (a marker connection
+    opened after its AA is closed by the identify timeout first): the next message is still AA on
+    the same connection. Interface engines hold connections open for hours."""
+    running = await _start(limits=ConnectionLimits(identify_timeout=0.2, frame_timeout=0.2))
+    try:
+        hospital = await connect(running.port)
+        assert "AA" == read_ack(await hospital.exchange(message(1))).code
+        marker = await connect(running.port)
+        assert await asyncio.wait_for(marker.closed_by_hub(), 30)
+        marker.close()
+        assert "AA" == read_ack(await hospital.exchange(message(2))).code
+        hospital.close()
+    finally:
+        await running.server.stop()
+
+
+async def test_an_identified_connection_idle_past_the_idle_timeout_is_closed() -> None:
+    """With ``idle_timeout`` set, an identified connection silent that long is closed."""
+    running = await _start(limits=ConnectionLimits(idle_timeout=0.2))
+    try:
+        hospital = await connect(running.port)
+        assert "AA" == read_ack(await hospital.exchange(message(1))).code
+        assert await asyncio.wait_for(hospital.closed_by_hub(), 30)
+        hospital.close()
+    finally:
+        await running.server.stop()
+
+
+async def test_one_address_holds_at_most_its_per_source_limit_and_others_are_unaffected() -> None:
+    """Per-source limit 2: a third connection from one address closes that address's oldest
+    unidentified connection; a hospital on another address still gets its AA."""
+    running = await _start(limits=ConnectionLimits(max_per_source=2))
+    try:
+        first, second = [await connect(running.port, "127.0.0.2", HALF_FRAME) for _ in range(2)]
+        third = await connect(running.port, "127.0.0.2", HALF_FRAME)
+        assert await asyncio.wait_for(first.closed_by_hub(), 30)
+        assert 2 == running.server.connection_count
+        [answer] = await asyncio.to_thread(send_all, running.port, [message(1)])
+        assert "AA" == read_ack(answer).code
+        for peer in (first, second, third):
+            peer.close()
+    finally:
+        await running.server.stop()
+
+
+async def test_an_address_whose_connections_are_all_identified_is_refused_a_third() -> None:
+    """Per-source limit 2, both identified: a third connection from that address is closed at once and
+    the two keep working."""
+    running = await _start(limits=ConnectionLimits(max_per_source=2))
+    try:
+        held = [await connect(running.port, "127.0.0.3") for _ in range(2)]
+        for n, peer in enumerate(held):
+            assert "AA" == read_ack(await peer.exchange(message(n))).code
+        refused = await connect(running.port, "127.0.0.3")
+        assert await asyncio.wait_for(refused.closed_by_hub(), 30)
+        for n, peer in enumerate(held, start=10):
+            assert "AA" == read_ack(await peer.exchange(message(n))).code
+            peer.close()
+        refused.close()
+    finally:
+        await running.server.stop()
