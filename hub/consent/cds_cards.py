@@ -160,10 +160,20 @@ class _Asker:
     at: float
 
     def __call__(
-        self, *, label: str | None = None, code: str | None = None, resource_type: str | None = None
+        self,
+        *,
+        label: str | None = None,
+        code: str | None = None,
+        resource_type: str | None = None,
+        beside: tuple[str, ...] = (),
     ) -> ConsentOutcome:
+        """``beside``: the content classes a provision naming ``label`` or ``code`` restricts with it; asked
+        too when the request names no class (data of unknown class may be of any of them, as in LEAP)."""
         purposes = self.request.purposes or _unknown_purposes(self.consents)
-        classes = (resource_type,) if resource_type is not None else (self.request.classes or ("",))
+        if resource_type is not None:
+            classes: tuple[str, ...] = (resource_type,)
+        else:
+            classes = self.request.classes or ("", *beside)
         labels = frozenset({label}) if label else frozenset()
         specific = labels & lbl.PART2_LABELS
         worst: ConsentOutcome | None = None
@@ -193,12 +203,12 @@ class _Asker:
         return worst
 
 
-def _permit(general: ConsentOutcome, ask: _Asker, candidates: Iterable[tuple[str, str]]) -> ConsultAnswer:
+def _permit(general: ConsentOutcome, ask: _Asker, candidates: Iterable[_Candidate]) -> ConsultAnswer:
     """A general permit: withhold (``codes``) what the consents do not release; Part 2 notice if released."""
     withheld: list[str] = []
     part2: list[tuple[str, ConsentOutcome]] = []
-    for kind, value in candidates:
-        outcome = _ask_about(ask, kind, value)
+    for kind, value, beside in candidates:
+        outcome = _ask_about(ask, kind, value, beside)
         if outcome.verdict is not ConsentVerdict.PERMIT:
             withheld.append(_coding_of(kind, value))
         elif kind == "label" and value in lbl.PART2_LABELS:
@@ -210,12 +220,12 @@ def _permit(general: ConsentOutcome, ask: _Asker, candidates: Iterable[tuple[str
     return ConsultAnswer(CardDecision.PERMIT, general.rule, general.reason, tuple(obligations), _consent_of(general))
 
 
-def _restricted(general: ConsentOutcome, ask: _Asker, candidates: Iterable[tuple[str, str]]) -> ConsultAnswer:
+def _restricted(general: ConsentOutcome, ask: _Asker, candidates: Iterable[_Candidate]) -> ConsultAnswer:
     """A general deny or no consent: release only what some consent permits (``exceptAnyOfCodes``)."""
     released: list[str] = []
     part2: list[tuple[str, ConsentOutcome]] = []
     first: ConsentOutcome | None = None
-    for kind, value in candidates:
+    for kind, value, _ in candidates:
         outcome = _ask_about(ask, kind, value)
         if outcome.verdict is ConsentVerdict.PERMIT:
             released.append(_coding_of(kind, value))
@@ -237,12 +247,12 @@ def _restricted(general: ConsentOutcome, ask: _Asker, candidates: Iterable[tuple
     )
 
 
-def _ask_about(ask: _Asker, kind: str, value: str) -> ConsentOutcome:
+def _ask_about(ask: _Asker, kind: str, value: str, beside: tuple[str, ...] = ()) -> ConsentOutcome:
     if kind == "label":
-        return ask(label=value)
+        return ask(label=value, beside=beside)
     if kind == "class":
         return ask(resource_type=value)
-    return ask(code=value)
+    return ask(code=value, beside=beside)
 
 
 def _part2_obligations(released: Sequence[tuple[str, ConsentOutcome]]) -> tuple[CardObligation, ...]:
@@ -261,20 +271,41 @@ def _part2_obligations(released: Sequence[tuple[str, ConsentOutcome]]) -> tuple[
     )
 
 
-def _candidates(consents: Sequence[Consent]) -> list[tuple[str, str]]:
-    """Every (kind, value) the consents mention, kinds ``label``/``class``/``code``; always the Part 2 labels."""
-    found: set[tuple[str, str]] = {("label", label) for label in lbl.PART2_LABELS}
+#: (kind ``label``/``class``/``code``, value, the classes a provision restricts beside a label or code).
+_Candidate = tuple[str, str, tuple[str, ...]]
+
+
+def _candidates(consents: Sequence[Consent]) -> list[_Candidate]:
+    """Every (kind, value) the consents mention, kinds ``label``/``class``/``code``; always the Part 2 labels.
+
+    A label or code comes with the content classes of the provisions that name it beside it: a provision
+    restricting a label *and* a class withholds both (LEAP lists every code of a matching provision in one
+    REDACT obligation), so on a request without class the label is asked about under those classes too.
+    """
+    found: dict[tuple[str, str], set[str]] = {("label", label): set() for label in lbl.PART2_LABELS}
     for consent in consents:
+        if not consent.is_privacy:
+            continue
         for provision in _walk(consent.provision):
-            found.update(("label", label) for label in provision.c_labels)
-            found.update(("class", kind) for kind in provision.c_classes)
-            found.update(("code", code) for code in provision.c_codes)
-    return sorted(found)
+            beside = provision.c_classes
+            for label in provision.c_labels:
+                found.setdefault(("label", label), set()).update(beside)
+            for kind in provision.c_classes:
+                found.setdefault(("class", kind), set())
+            for code in provision.c_codes:
+                found.setdefault(("code", code), set()).update(beside)
+    return [(kind, value, tuple(sorted(found[kind, value]))) for kind, value in sorted(found)]
 
 
 def _unknown_purposes(consents: Sequence[Consent]) -> tuple[str, ...]:
     """For a request without purpose: every purpose a consent names, and one none names (``""``)."""
-    named = {purpose for consent in consents for node in _walk(consent.provision) for purpose in node.c_purposes}
+    named = {
+        purpose
+        for consent in consents
+        if consent.is_privacy
+        for node in _walk(consent.provision)
+        for purpose in node.c_purposes
+    }
     return ("", *sorted(named))
 
 

@@ -9,10 +9,11 @@ Order of questions (the first that settles it wins; ``docs/adr/0002-consent-deci
    its roster, ...): otherwise deny (``policy:*``). A patient consent cannot widen this ceiling.
 3. **Patient consents** (:func:`evaluate_consents`, LEAP's combination). Each consent is read twice, the
    LEAP way and the literal R4 way, and permits only when both readings permit (the stricter answer where
-   they disagree). Revoked or rejected consents that would have permitted count as denies;
-   entered-in-error, draft and proposed ones are ignored; of the rest the most recent applicable one
-   decides (ties: deny). A deny on a security label in force in any *other* active consent is never
-   bypassed by that consent's permit (``consent:<id>:<path>``).
+   they disagree). Only active patient-privacy consents count: revoked (inactive), rejected, draft,
+   proposed and entered-in-error ones are no consent, as in LEAP, and so are consents of another scope
+   (research, treatment, adr); of the rest the most recent applicable one decides (ties: deny). A deny
+   on a security label in force in any *other* active consent is never bypassed by that consent's permit
+   (``consent:<id>:<path>``).
 4. **Specific consent.** Data labelled 42 CFR Part 2 (or with an operator's specific-consent label)
    needs, besides a permitting outcome, an active consent whose permitting provisions name this
    recipient in a recipient role, cover the label and state a purpose (42 CFR 2.31). Such a permit
@@ -114,7 +115,8 @@ class ConsentQuery:
     """What the consents are asked about. ``decide`` builds one; the CDS Hooks service can too.
 
     ``categories`` selects the consents (any of their ``scope``/``category`` codings must be listed;
-    empty: every consent, as LEAP does for a request without category). ``at`` is a POSIX timestamp;
+    empty: every patient-privacy consent, as LEAP does for a request without category; a consent of
+    another scope is never used). ``at`` is a POSIX timestamp;
     ``None`` means unknown: then no time-bounded permit can be shown to be in force, and time-bounded
     denies apply.
     """
@@ -161,8 +163,6 @@ _ADDRESSED: Final = Relationship.ADDRESSED
 _ON_ROSTER: Final = Relationship.ON_ROSTER
 _REQUESTER: Final = Relationship.REQUESTER
 _ACTIVE: Final = ConsentStatus.ACTIVE
-_INACTIVE: Final = ConsentStatus.INACTIVE
-_REJECTED: Final = ConsentStatus.REJECTED
 _PERMIT_VERDICT: Final = Verdict.PERMIT
 _DENY_VERDICT: Final = Verdict.DENY
 _OPT_IN: Final = Jurisdiction.OPT_IN
@@ -540,8 +540,8 @@ def evaluate_consents(
     for consent in consents:
         if query.patient is not None and consent.patient is not None and consent.patient != query.patient:
             return _foreign(consent)
-        if query.categories and query.categories.isdisjoint(consent.scope_codes):
-            continue
+        if not consent.is_privacy or (query.categories and query.categories.isdisjoint(consent.scope_codes)):
+            continue  # a research, treatment or adr consent is kept, never used for privacy decisions
         results.append((consent, _consent_result(consent, query)))
     return _combine(results, query.recipient_ids, specific_labels, len(consents))
 
@@ -563,18 +563,7 @@ def _consent_result(consent: Consent, query: ConsentQuery) -> _ConsentResult:
         if reading is None:
             return _ConsentResult(None, None, label_deny) if label_deny else _NOT_APPLICABLE
         return _ConsentResult(_outcome(consent, reading), reading, label_deny)
-    if status in (_INACTIVE, _REJECTED):
-        reading = _evaluate(consent, query)
-        if reading is None or reading.kind is DENY:
-            return _NOT_APPLICABLE
-        what = "revoked" if status is _INACTIVE else "rejected"
-        outcome = ConsentOutcome(
-            _C_DENY,
-            f"consent:{consent.label}:{what}",
-            f"consent {consent.label} would permit this disclosure but was {what} by the patient: a {what} "
-            f"consent never permits and withdraws what it granted",
-        )
-        return _ConsentResult(outcome, None, None)
+    # inactive (revoked), rejected, draft, proposed, entered-in-error: no consent, as in LEAP (ADR 0002)
     return _NOT_APPLICABLE
 
 

@@ -17,7 +17,10 @@ Forms used throughout (the same as :class:`hub.events.RoutingFacts`):
 :func:`consent_from_fhir` reads FHIR R4 Consent JSON (already validated at the edge) of both LEAP
 generations: the base decision comes from the root ``provision.type`` when present, otherwise from
 ``policyRule`` (v3-ActCode OPTIN permits, OPTOUT denies); the privacy scope may be in ``scope`` or in
-``category``. Anything it cannot use raises one :class:`hub.errors.InvalidInput` naming the FHIRPath.
+``category``. It first normalises the shapes LEAP and R5-era writers send
+(:func:`hub.consent.consent_reading.normalize_consent`: scope in ``category``, single objects where R4
+repeats, ...). Anything it still cannot use raises one :class:`hub.errors.InvalidInput` naming the
+FHIRPath.
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 
+from hub.consent import consent_reading
 from hub.consent import labels as lbl
+from hub.consent.consent_reading import normalize_consent
 from hub.consent.redaction import PROFILES
 from hub.errors import ConfigurationError, InvalidInput
 
-CONSENT_SCOPE_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/consentscope"
-PATIENT_PRIVACY: Final = "patient-privacy"
+CONSENT_SCOPE_SYSTEM: Final = consent_reading.CONSENT_SCOPE_SYSTEM
+PATIENT_PRIVACY: Final = consent_reading.PATIENT_PRIVACY
 ACT_CODE_SYSTEM: Final = lbl.ACT_CODE_SYSTEM
 OPTIN: Final = f"{ACT_CODE_SYSTEM}|OPTIN"
 OPTOUT: Final = f"{ACT_CODE_SYSTEM}|OPTOUT"
@@ -492,7 +497,8 @@ class Policies:
 
 
 def consent_from_fhir(data: Mapping[str, Any], *, patient: str | None = None) -> Consent:
-    """Read a FHIR R4 Consent; ``patient`` (the hub patient id, resolved by the store) overrides the JSON's.
+    """Read a FHIR R4 Consent (LEAP and R5-era shapes normalised first); ``patient`` (the hub patient id,
+    resolved by the store) overrides the JSON's.
 
     Raises :class:`hub.errors.InvalidInput` with the FHIRPath of the first thing it cannot use.
     """
@@ -500,6 +506,7 @@ def consent_from_fhir(data: Mapping[str, Any], *, patient: str | None = None) ->
         raise InvalidInput("a Consent must be a JSON object", expression="Consent")
     if data.get("resourceType") != "Consent":
         raise InvalidInput("resourceType must be Consent", expression="Consent.resourceType")
+    data = normalize_consent(data).data
     status_text = _string(data.get("status"), "Consent.status", required=True)
     try:
         status = ConsentStatus(status_text or "")

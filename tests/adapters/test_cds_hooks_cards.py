@@ -16,7 +16,7 @@ from hub.adapters.cds_hooks_model import discovery, parse_request
 from hub.consent import labels as lbl
 from hub.consent.cds_cards import CardDecision, ConsultRequest, card, consult
 from hub.consent.engine import PART2_NOTICE
-from hub.consent.model import CONSENT_SCOPE_SYSTEM, ConsentStatus
+from hub.consent.model import CONSENT_SCOPE_SYSTEM, OPTOUT, ConsentStatus
 from hub.control.audit import validate_record
 from hub.errors import InvalidInput
 from tests.consent.helpers import (
@@ -207,12 +207,12 @@ def test_an_opt_out_denies_with_no_obligations() -> None:
         # no purpose given: a purpose-bound permit cannot be shown to apply, a purpose-bound deny can
         ([consent("c1", root=prov(PERMIT, purpose="TREAT"))], ask(()), "NO_CONSENT", "consent:none"),
         ([optin("c1", prov(purpose="TREAT"))], ask(()), "CONSENT_DENY", "consent:c1:provision.provision[0]"),
-        # the most recent applicable consent decides (LEAP), a revoked permit withdraws what it granted
+        # the most recent applicable consent decides (LEAP); a revoked consent is no consent (LEAP)
         ([optout("old", date="2024-01-01"), optin("new", date="2025-01-01")], None, "CONSENT_PERMIT",
          "consent:new:policyRule"),
         ([optin("old", date="2024-01-01"), optout("new", date="2025-01-01")], None, "CONSENT_DENY",
          "consent:new:policyRule"),
-        ([consent("c1", status=ConsentStatus.INACTIVE)], None, "CONSENT_DENY", "consent:c1:revoked"),
+        ([consent("c1", status=ConsentStatus.INACTIVE)], None, "NO_CONSENT", "consent:none"),
         ([consent("c1", status=ConsentStatus.ENTERED_IN_ERROR)], None, "NO_CONSENT", "consent:none"),
         # a requested class the consent withholds denies (LEAP adjustDecision)
         ([optin("c1", prov(cls="Observation"))], ask(classes=("Observation",)), "CONSENT_DENY",
@@ -292,3 +292,37 @@ def test_the_audit_record_is_storable_and_stable_per_caller_and_hook_instance() 
 
 def test_card_decisions_are_leaps_three() -> None:
     assert {"CONSENT_PERMIT", "CONSENT_DENY", "NO_CONSENT"} == {decision.value for decision in CardDecision}
+
+
+def test_a_provision_restricting_a_label_and_a_class_withholds_both() -> None:
+    """LEAP lists every code of a matching provision in one REDACT obligation: a provision restricting HIV
+    and Observation withholds HIV-labelled data too (today's engine asked about the label without the class,
+    so the label fell out)."""
+    both = optin("c1", prov(label=lbl.HIV, cls="Observation"))
+    [redact] = answer_card([both])["extension"]["obligations"]
+    withheld = redact["parameters"]["codes"]
+    assert {"system": ACT, "code": "HIV"} in withheld
+    assert {"system": "http://hl7.org/fhir/resource-types", "code": "Observation"} in withheld
+
+
+def test_a_label_restricted_only_for_a_class_the_request_does_not_ask_for_is_not_withheld() -> None:
+    """The other half of LEAP's matchClass: a request naming another class does not match the provision."""
+    both = optin("c1", prov(label=lbl.HIV, cls="Observation"))
+    [redact] = answer_card([both], ask(classes=("ServiceRequest",)))["extension"]["obligations"]
+    assert {"system": ACT, "code": "HIV"} not in redact["parameters"]["codes"]
+
+
+def test_a_consent_of_another_scope_is_ignored_even_when_the_request_names_no_category() -> None:
+    """A research opt-out is kept but never decides a privacy question (a request without category
+    considers every patient-privacy consent, not every consent)."""
+    research = consent("r1", base=OPTOUT, scope=(f"{CONSENT_SCOPE_SYSTEM}|research",))
+    extension = answer_card([research])["extension"]
+    assert ("NO_CONSENT", "consent:none") == (extension["decision"], extension["rule"])
+
+
+def test_the_part2_obligation_is_the_ds4p_refrain_policy_on_redisclosure() -> None:
+    """The 42 CFR Part 2 obligation is v3-ActCode NORDSCLCD (RefrainPolicy "no redisclosure without consent
+    directive", in the DS4P IG's security-label value sets), listing the v3-ActCode Part 2 labels."""
+    [_, nordsclcd] = answer_card([part2_consent()])["extension"]["obligations"]
+    assert {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "NORDSCLCD"} == nordsclcd["id"]
+    assert {"system": ACT, "code": "42CFRPart2"} in nordsclcd["parameters"]["codes"]

@@ -188,9 +188,9 @@ def _broken(edit: str) -> dict[str, Any]:
         case "action as text":
             nested["action"] = [{"text": "read"}]
         case "category not a list":
-            data["category"] = {"coding": []}
+            data["category"] = "privacy"  # a single object is read as a list; a string cannot be
         case "provision as a list":
-            data["provision"] = [data["provision"]]
+            data["provision"] = [data["provision"], {"type": "deny"}]  # one root is read as R4's; two cannot
         case "data without reference":
             nested["data"] = [{"meaning": "instance", "reference": {}}]
         case "too deep":

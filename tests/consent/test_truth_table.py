@@ -116,10 +116,19 @@ ROWS: dict[str, Row] = {
         P, "consent:c1:policyRule", consents=(optin(),), policies=OPT_IN
     ),
     # --- status: revoked, rejected, never valid ---------------------------------------------------
-    "a revoked opt-in withdraws and denies": Row(
-        D, "consent:c1:revoked", consents=(consent(status=ConsentStatus.INACTIVE),)
+    "a revoked opt-in is no consent, so the opt-out default decides (LEAP)": Row(
+        P, "policy:cbo-referral-addressed", consents=(consent(status=ConsentStatus.INACTIVE),)
     ),
-    "a rejected opt-in denies": Row(D, "consent:c1:rejected", consents=(consent(status=ConsentStatus.REJECTED),)),
+    "a revoked opt-in is no consent, so nothing is shared in an opt-in jurisdiction": Row(
+        D, "policy:opt-in-without-consent", consents=(consent(status=ConsentStatus.INACTIVE),), policies=OPT_IN
+    ),
+    "a rejected opt-in is no consent": Row(
+        D, "policy:opt-in-without-consent", consents=(consent(status=ConsentStatus.REJECTED),), policies=OPT_IN
+    ),
+    "a revoked opt-in never releases sensitive data": Row(
+        D, "policy:sensitive-data-needs-consent", facts=referral(codes=(ICD_SCHIZOPHRENIA,)),
+        consents=(consent(status=ConsentStatus.INACTIVE),),
+    ),
     "an entered-in-error opt-in never permits": Row(
         D, "policy:opt-in-without-consent", consents=(consent(status=ConsentStatus.ENTERED_IN_ERROR),),
         policies=OPT_IN,
@@ -316,9 +325,13 @@ ROWS: dict[str, Row] = {
         P, "consent:new:policyRule",
         consents=(optin("old", prov(DENY, label=lbl.PSY), date="2024-01-01"), optin("new", date="2025-01-01")),
     ),
-    "a newer revoked opt-in beats an older active one": Row(
-        D, "consent:new:revoked",
+    "an older active opt-in decides again once a newer one is revoked (LEAP: revoked is no consent)": Row(
+        P, "consent:old:policyRule",
         consents=(optin("old", date="2024-01-01"), consent("new", date="2025-01-01", status=ConsentStatus.INACTIVE)),
+    ),
+    "an older active opt-out decides again once a newer opt-in is revoked": Row(
+        D, "consent:old:policyRule",
+        consents=(optout("old", date="2024-01-01"), consent("new", date="2025-01-01", status=ConsentStatus.INACTIVE)),
     ),
     "a newer active opt-in beats an older revoked one": Row(
         P, "consent:new:policyRule",
@@ -395,8 +408,8 @@ ROWS: dict[str, Row] = {
         D, "consent:out:policyRule", facts=referral(codes=(ICD_OPIOID,)),
         consents=(part2_consent(date="2024-01-01"), optout("out", date="2025-09-01")),
     ),
-    "a revoked Part 2 consent denies": Row(
-        D, "consent:p2:revoked", facts=referral(codes=(ICD_OPIOID,)),
+    "a revoked Part 2 consent releases no Part 2 data": Row(
+        D, "part2:no-consent-names-recipient", facts=referral(codes=(ICD_OPIOID,)),
         consents=(part2_consent(status=ConsentStatus.INACTIVE),),
     ),
     "the DS4P 42CFRPart2 basis alone marks Part 2 data": Row(

@@ -120,7 +120,8 @@ async def test_consults_follow_the_consents_posted_through_the_fhir_api(hub_clie
     revoked = consent(mrn, "OPTIN", status="inactive", resource_id=optin["id"])
     await fhir(hub_client, "PUT", f"Consent/{optin['id']}", revoked)
     withdrawn = decision(await consult(hub_client, request(mrn, actor=by_identifier)))
-    assert ("CONSENT_DENY", f"consent:{optin['id']}:revoked") == (withdrawn["decision"], withdrawn["rule"])
+    # revoked is no consent (LEAP): NO_CONSENT, which permits nothing (audited as deny)
+    assert ("NO_CONSENT", "consent:none") == (withdrawn["decision"], withdrawn["rule"])
 
     async with hub_client.hub.sessions() as session:
         recorded = [r for r in await audit.list_decisions(session, recipient_id=cbo_id) if r.rule.startswith("cds:")]
