@@ -90,3 +90,57 @@ async def test_a_facility_registered_through_the_admin_api_is_accepted_and_refus
     assert "AA" == after.code
     removed = await hub_client.http.delete(f"{url}/{facility}", headers=hub_client.admin)
     assert 204 == removed.status_code
+
+
+async def closed_by_hub(reader: asyncio.StreamReader) -> bool:
+    """True when the hub closed the connection (EOF or reset), False when bytes came instead."""
+    try:
+        return b"" == await reader.read(65_536)
+    except ConnectionError:
+        return True
+
+
+async def test_a_half_frame_flood_does_not_lock_a_hospital_out_of_the_running_hub(
+    tansu: EmbeddedBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Limits from the environment (HUB_MLLP_*): 24 connections from six addresses send half a frame
+    into a listener of 8 slots, 2 reserved, 4 per address. A hospital connecting after them gets its AA
+    (after the broker acknowledged); every flood connection is closed by the hub (evicted, or at the
+    identify timeout) while the hospital's connection stays usable."""
+    for name, value in {
+        "HUB_MLLP_MAX_CONNECTIONS": "8", "HUB_MLLP_RESERVED_CONNECTIONS": "2",
+        "HUB_MLLP_MAX_CONNECTIONS_PER_SOURCE": "4", "HUB_MLLP_IDENTIFY_TIMEOUT_S": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    facility = f"FAC{prefix.upper()}"
+    settings = settings_for(tansu.bootstrap, tmp_path, mllp_facilities={facility: f"{prefix}-hosp"})
+    assert (8, 2, 4, 1.0) == (settings.mllp_max_connections, settings.mllp_reserved_connections,
+                              settings.mllp_max_connections_per_source, settings.mllp_identify_timeout_s)
+    async with (
+        running_hub(settings) as hub,
+        httpx.AsyncClient(base_url=hub.http_url or "", timeout=30) as http,
+    ):
+        await HubClient(hub=hub, http=http, prefix=prefix).add_partner("hosp", "hospital")
+        port = hub.mllp_port or 0
+        flood = []
+        for n in range(24):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(f"127.0.0.{2 + n % 6}", 0))
+            writer.write(b"\x0b" + adt({"MSH-4": facility})[:30])
+            await writer.drain()
+            flood.append((reader, writer))
+        hospital_reader, hospital_writer = await asyncio.open_connection("127.0.0.1", port)
+
+        async def exchange(control_id: str) -> str:
+            message = adt({"MSH-4": facility, "MSH-10": control_id, "PID-3": f"{prefix}^^^{facility}^MR"})
+            hospital_writer.write(b"\x0b" + message + b"\x1c\r")
+            await hospital_writer.drain()
+            return read_ack(await asyncio.wait_for(hospital_reader.readuntil(b"\x1c\r"), 30)).code
+
+        assert "AA" == await exchange(f"MSG-{prefix}-1")
+        closed = await asyncio.wait_for(asyncio.gather(*(closed_by_hub(reader) for reader, _ in flood)), 60)
+        assert [True] * 24 == closed
+        assert "AA" == await exchange(f"MSG-{prefix}-2")
+        hospital_writer.close()
+        for _, writer in flood:
+            writer.close()
