@@ -6,6 +6,7 @@ Wiring (the composition root)::
         host=settings.mllp_host, port=settings.mllp_port,
         ingress=publisher,                 # hub.ports.IngressWriter: returns after the broker acked
         hospitals=facility_directory,      # HospitalDirectory: MSH-4 -> hospital partner id
+        limits=ConnectionLimits(...),      # connections in all / per source IP / reserved; timeouts
     )
     ...
     await server.stop()                    # stop accepting, finish in-flight messages, close peers
@@ -42,6 +43,14 @@ Where python-hl7's ``hl7.mllp`` falls short, and what this module does instead:
 * ``start_hl7_server`` does not keep references to the connection tasks (so they cannot be awaited
   or cancelled on shutdown): :func:`start_mllp_server` builds the same ``HL7StreamReader`` /
   ``HL7StreamProtocol`` / ``HL7StreamWriter`` stack itself and tracks each connection.
+
+Who may hold a connection, and for how long (:mod:`hub.adapters.mllp_limits`): a connection is
+*unidentified* until it delivered a frame from a registered facility. Unidentified connections never
+take the reserved slots, are evicted oldest first when a newcomer needs room, and are closed when not
+identified within ``identify_timeout``; every frame must arrive whole within ``frame_timeout`` of its
+first byte (a slow-loris trickle is closed); an identified connection may idle as long as
+``idle_timeout`` allows (default: forever) and is never evicted. Logs name the peer address and
+counts, never message content.
 
 MLLP carries no credentials: MSH-4 says which hospital a message claims to come from, it does not
 prove it. Expose the listener only on a network that authenticates the peer (site-to-site VPN,
