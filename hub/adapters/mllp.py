@@ -306,6 +306,8 @@ class MllpFrameReader(HL7StreamReader):  # type: ignore[misc]  # python-hl7 ship
         Raises ``asyncio.IncompleteReadError`` at end of stream (also mid-frame), :class:`FrameTooLarge`
         when no frame end comes within the limit, :class:`NotAFrame` for a block without ``<VT>``.
         """
+        # An empty garbage block (``<FS><CR>`` alone) whose <FS> is ``first`` is not seen as a block end:
+        # it joins the next block, where only what follows the last <VT> counts, so no frame is lost.
         try:
             block: bytes = first + await self.readuntil(END_BLOCK)
         except asyncio.LimitOverrunError:
@@ -323,7 +325,6 @@ class MllpFrameReader(HL7StreamReader):  # type: ignore[misc]  # python-hl7 ship
 @dataclass(eq=False)
 class _Connection:
     slot: Slot
-    source: str
     task: asyncio.Task[None] | None = None
 
 
@@ -437,7 +438,7 @@ async def start_mllp_server(
                 )
                 writer.close()  # nothing written to it, so it closes at once
                 return
-            connection = _Connection(admission.slot, source)
+            connection = _Connection(admission.slot)
             connections.open[admission.slot] = connection
             connection.task = loop.create_task(_serve(intake, connections, connection, frames, writer))
             connection.task.add_done_callback(lambda _: _forget(connections, connection))
@@ -459,7 +460,7 @@ def _evict(connections: _Connections, slot: Slot) -> None:
     """Close an idle unidentified connection to make room (its slot has already left the table)."""
     connection = connections.open.get(slot)
     if connection is not None and connection.task is not None:
-        log.info("mllp.connection_evicted", source=connection.source, unidentified=connections.table.unidentified)
+        log.info("mllp.connection_evicted", source=slot.source, unidentified=connections.table.unidentified)
         connection.task.cancel()
 
 
@@ -514,7 +515,7 @@ async def _serve(
     except asyncio.IncompleteReadError:
         pass  # the peer closed (maybe mid-frame)
     except _Timeout as timeout:
-        log.info("mllp.connection_timeout", phase=timeout.phase, identified=slot.identified, source=connection.source)
+        log.info("mllp.connection_timeout", phase=timeout.phase, identified=slot.identified, source=slot.source)
     except (ConnectionError, OSError) as exc:
         log.info("mllp.connection_lost", error=type(exc).__name__)
     finally:
