@@ -20,15 +20,18 @@ from dataclasses import dataclass, field
 
 import structlog
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from hub.adapters.cds_hooks import build_cds_router
+from hub.adapters.cds_hooks import build_cds_router, payload_too_large
 from hub.adapters.cds_hooks_store import SqlConsultStore
-from hub.adapters.fhir_rest import build_fhir_router, install_fhir_error_handlers
+from hub.adapters.fhir_rest import build_fhir_router, error_response, install_fhir_error_handlers
+from hub.adapters.http_guard import GuardedFastAPI
 from hub.adapters.mllp import start_mllp_server
 from hub.adapters.mllp_limits import ConnectionLimits
+from hub.adapters.operation_outcome import PayloadTooLarge
+from hub.adapters.problem_json import install_problem_handlers
 from hub.admin.api import PartnerCreated, build_admin_router
 from hub.auth import SqlAuthenticator
 from hub.broker.embedded import EmbeddedBroker, port_is_free, wait_for_metadata
@@ -114,12 +117,20 @@ def build_http_app(
     publisher: AioKafkaRecordPublisher,
     on_partner_created: PartnerCreated,
 ) -> FastAPI:
-    """The HTTP application: FHIR R4 API under /fhir, admin API under /admin/v1."""
-    app = FastAPI(
+    """The HTTP application: FHIR R4 API under /fhir, CDS Hooks under /cds-services, admin API under /admin/v1.
+
+    Every request body is bounded by ``HUB_MAX_BODY_BYTES`` before any route reads it and every answer is
+    ``Cache-Control: no-store`` (``hub.adapters.http_guard``); errors are OperationOutcomes under /fhir,
+    LEAP errors from the CDS Hooks service and RFC 9457 problem+json everywhere else.
+    """
+    app = GuardedFastAPI(
         title="CareHub",
         version="0.1.0",
         description="CareHub health-information-exchange hub: FHIR R4 intake, CBO case updates, admin.",
+        max_body_bytes=settings.max_body_bytes,
+        too_large_answers=[("/fhir", _fhir_too_large), ("/cds-services", payload_too_large)],
     )
+    install_problem_handlers(app, except_under=("/fhir",))
     app.include_router(
         build_fhir_router(
             authenticator=authenticator,
@@ -150,6 +161,10 @@ def build_http_app(
     return app
 
 
+def _fhir_too_large(limit: int) -> Response:
+    return error_response(PayloadTooLarge(f"the body is larger than the limit of {limit} bytes"))
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handlers: the CLI owns Ctrl-C and stops every part in order."""
 
@@ -162,7 +177,7 @@ async def _start_http(app: FastAPI, settings: Settings, stack: contextlib.AsyncE
     """Serve ``app`` with uvicorn in a task; return its base URL once it listens."""
     config = uvicorn.Config(
         app, host=settings.http_host, port=settings.http_port, log_level="warning", lifespan="off",
-        access_log=False,
+        access_log=False, server_header=False,  # a Server header would name the framework to every caller
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve())

@@ -210,6 +210,12 @@ class _CdsService:
         return b"".join(chunks)
 
 
+def payload_too_large(limit: int) -> Response:
+    """The service's 413 (LEAP error shape) for a body over ``limit`` bytes; ``hub.adapters.http_guard`` answers
+    it under ``/cds-services`` before the body is read."""
+    return _json(413, error_body("payload_too_large", f"the body is larger than {limit} bytes"))
+
+
 def consult_event_id(caller: str, hook_instance: str) -> str:
     """The audit ``event_id`` of a consult: stable per caller and hook instance, never an event's id."""
     digest = hashlib.sha256(f"{caller}\x00{hook_instance}".encode()).hexdigest()

@@ -33,6 +33,7 @@ DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _CURSOR = re.compile(r"[A-Za-z0-9_-]{1,200}")
+_MAX_POSITION: Final = 2**63 - 1  # a row id; a larger number cannot be bound as one
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ def parse_instant(name: str, text: str, *, end_of_day: bool = False) -> datetime
         except ValueError:
             raise InvalidInput(f"{name} is not a valid date (YYYY-MM-DD)", expression=name) from None
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        if end_of_day and day == date.max:
+            return datetime.max.replace(tzinfo=UTC)
         return start + timedelta(days=1) if end_of_day else start
     try:
         moment = datetime.fromisoformat(value)
@@ -83,7 +86,10 @@ def parse_instant(name: str, text: str, *, end_of_day: bool = False) -> datetime
         raise InvalidInput(
             f"{name} needs a UTC offset (e.g. 2024-05-01T08:00:00Z) or use a date YYYY-MM-DD", expression=name
         )
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first UTC instant datetime holds
+        raise InvalidInput(f"{name} is out of range", expression=name) from None
 
 
 def _ordered(since: datetime | None, until: datetime | None) -> None:
@@ -117,9 +123,10 @@ def parse_limit(name: str, text: str | None, *, default: int = DEFAULT_LIMIT) ->
     """A page size between 1 and :data:`MAX_LIMIT`."""
     if text is None or text == "":
         return default
-    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()) or not 1 <= int(digits) <= MAX_LIMIT:  # '²'.isdigit() is True
         raise InvalidInput(f"{name} must be a whole number between 1 and {MAX_LIMIT}", expression=name)
-    return int(text)
+    return int(digits)
 
 
 def parse_verdict(text: str | None) -> Verdict | None:
@@ -154,9 +161,12 @@ def decode_cursor(text: str | None) -> AuditKey | None:
         number = int(position)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise invalid from None
-    if moment.tzinfo is None or number < 0:
+    if moment.tzinfo is None or not 0 <= number <= _MAX_POSITION:
         raise invalid
-    return AuditKey(decided_at=moment.astimezone(UTC), position=number)
+    try:
+        return AuditKey(decided_at=moment.astimezone(UTC), position=number)
+    except OverflowError:
+        raise invalid from None
 
 
 def _instant(moment: datetime) -> str:

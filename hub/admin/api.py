@@ -4,9 +4,10 @@ force (``/policies``), the audit of sharing decisions, the accounting of disclos
 and the BALP AuditEvent export (``/audit/AuditEvent``).
 
 Every route needs the operator's bearer token (``HUB_ADMIN_TOKEN``): no token or an unknown one is 401,
-a partner's own token is 403 (it is valid, just not for this API). Errors are JSON
-``{"detail": ...}`` with a precise message (bad query parameters of the accounting and the export: 400,
-naming the parameter); nothing here echoes PHI.
+a partner's own token is 403 (it is valid, just not for this API). Errors are RFC 9457 problem+json
+(``hub.adapters.problem_json``) whose ``detail`` is a precise message: a bad path or query parameter is a
+400 naming it, a bad body a 422 naming the field; nothing here echoes PHI or the input. Every parameter
+is typed and bounded here (``hub.admin.params``), not parsed by hand.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.admin.accounting_api import build_accounting_router
 from hub.admin.facilities_api import build_facilities_router
+from hub.admin.params import MAX_FILTER, PartnerId
 from hub.admin.policies_api import build_policies_router
 from hub.admin.rosters_api import build_rosters_router
 from hub.auth import SqlAuthenticator
 from hub.consent.model import Policies
 from hub.control import audit, partners
+from hub.control.models import PARTNER_ID_MAX
 from hub.errors import InvalidInput
 
 PartnerCreated = Callable[[partners.Partner], Awaitable[None]]
@@ -37,11 +40,15 @@ class PartnerIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(description="Lowercase letters, digits and '-'; names the Kafka topic partner.<id>.")
+    id: str = Field(
+        description="Lowercase letters, digits and '-'; names the Kafka topic partner.<id>.",
+        min_length=1, max_length=PARTNER_ID_MAX, pattern=r"^[a-z0-9][a-z0-9-]*$",
+    )
     kind: Literal["hospital", "cbo"]
-    name: str
+    name: str = Field(max_length=partners.NAME_MAX)
     organization: str = Field(
-        description="How referrals name this partner: 'Organization/123' or an identifier 'system|value'."
+        description="How referrals name this partner: 'Organization/123' or an identifier 'system|value'.",
+        max_length=partners.ORGANIZATION_MAX,
     )
 
 
@@ -96,7 +103,7 @@ def build_admin_router(
             return [p.to_public() for p in await partners.list_partners(session, kind=kind)]
 
     @router.get("/partners/{partner_id}")
-    async def get_partner(partner_id: str) -> dict[str, Any]:
+    async def get_partner(partner_id: PartnerId) -> dict[str, Any]:
         """One partner (never its token)."""
         async with sessions() as session:
             partner = await partners.get_partner(session, partner_id)
@@ -106,9 +113,9 @@ def build_admin_router(
 
     @router.get("/audit")
     async def list_audit(
-        patient: Annotated[str | None, Query(description="hub patient id")] = None,
-        event: Annotated[str | None, Query(description="event id (ce_id)")] = None,
-        recipient: Annotated[str | None, Query(description="partner id")] = None,
+        patient: Annotated[str | None, Query(description="hub patient id", max_length=MAX_FILTER)] = None,
+        event: Annotated[str | None, Query(description="event id (ce_id)", max_length=MAX_FILTER)] = None,
+        recipient: Annotated[str | None, Query(description="partner id", max_length=PARTNER_ID_MAX)] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     ) -> list[dict[str, Any]]:
         """Sharing decisions, permit and deny, oldest first."""

@@ -2,20 +2,27 @@
 
 Holds :func:`build_facilities_router`; the admin router includes it, so its prefix ``/admin/v1`` and its
 operator-token check apply. It touches the control plane through :mod:`hub.control.facilities` only.
-Errors are the admin API's JSON ``{"detail": ...}``: 404 unknown partner, 409 a facility another
-partner has, 422 a partner that is not a hospital or a facility that cannot be an MSH-4.
+Errors are the admin API's problem+json with a ``detail``: 400 a partner id or facility in the path
+that cannot be one, 404 unknown partner, 409 a facility another partner has, 422 a partner that is not a
+hospital or a facility that cannot be an MSH-4.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Path, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hub.admin.params import PartnerId
 from hub.control import facilities, partners
+from hub.control.models import FACILITY_MAX
 from hub.errors import InvalidInput
+
+FacilityPath = Annotated[
+    str, Path(description="The facility as registered (MSH-4).", min_length=1, max_length=FACILITY_MAX)
+]
 
 
 class FacilityIn(BaseModel):
@@ -25,7 +32,8 @@ class FacilityIn(BaseModel):
 
     facility: str = Field(
         description="MSH-4 as the hospital sends it: 'GHH', or all components 'GHH^1.2.3^ISO'. A message whose "
-        "full MSH-4 is not registered is matched on its first component."
+        "full MSH-4 is not registered is matched on its first component.",
+        max_length=FACILITY_MAX,
     )
 
 
@@ -42,7 +50,7 @@ def build_facilities_router(*, sessions: async_sessionmaker[AsyncSession]) -> AP
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no partner with id {partner_id!r}")
 
     @router.post("/partners/{partner_id}/facilities", status_code=status.HTTP_201_CREATED)
-    async def add_facility(partner_id: str, facility_in: FacilityIn) -> dict[str, Any]:
+    async def add_facility(partner_id: PartnerId, facility_in: FacilityIn) -> dict[str, Any]:
         """Register an MSH-4 sending facility for a hospital (idempotent); effective within 10 s on MLLP."""
         try:
             async with sessions() as session:
@@ -58,14 +66,14 @@ def build_facilities_router(*, sessions: async_sessionmaker[AsyncSession]) -> AP
         return _public(added)
 
     @router.get("/partners/{partner_id}/facilities")
-    async def list_facilities(partner_id: str) -> list[dict[str, Any]]:
+    async def list_facilities(partner_id: PartnerId) -> list[dict[str, Any]]:
         """The facilities registered for a partner."""
         async with sessions() as session:
             await _require_partner(session, partner_id)
             return [_public(found) for found in await facilities.list_facilities(session, partner_id)]
 
     @router.delete("/partners/{partner_id}/facilities/{facility}", status_code=status.HTTP_204_NO_CONTENT)
-    async def remove_facility(partner_id: str, facility: str) -> Response:
+    async def remove_facility(partner_id: PartnerId, facility: FacilityPath) -> Response:
         """Unregister a facility; its messages are refused (AR) within 10 s."""
         try:
             async with sessions() as session:

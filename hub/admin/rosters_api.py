@@ -3,9 +3,10 @@
 Holds :func:`build_rosters_router`: ``GET``/``POST /partners/{id}/roster`` and ``DELETE
 /partners/{id}/roster/{entry}`` (or ``DELETE /partners/{id}/roster?patient=...``). The admin router
 includes it, so its prefix ``/admin/v1`` and its operator-token check apply. It changes the control plane
-through :mod:`hub.control.rosters` only. Errors are ``{"detail": ...}``: 400 for an unusable patient,
-entry id or paging parameter (naming it, never repeating the value: it identifies a patient), 404 for an
-unknown partner or entry, 409 for a partner that holds no roster (a hospital).
+through :mod:`hub.control.rosters` only. Errors are problem+json with a ``detail``: 400 for an unusable
+patient, entry id or paging parameter (naming it, never repeating the value: it identifies a patient;
+ids and page sizes are typed and bounded by FastAPI), 404 for an unknown partner or entry, 409 for a
+partner that holds no roster (a hospital).
 
 After a change it calls ``app.state.roster_changed()`` when the composition root set it (the route
 stage's roster cache in the same process; other processes see the change within their cache TTL).
@@ -16,11 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hub.admin.params import MAX_ROW_ID, PartnerId
 from hub.control import rosters
+from hub.control.crosswalk import SOURCE_MAX
 from hub.control.partners import PartnerNotFound
 from hub.errors import InvalidInput
 
@@ -38,7 +41,7 @@ class RosterEntryIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    patient: str = Field(description=_PATIENT)
+    patient: str = Field(description=_PATIENT, max_length=SOURCE_MAX)
 
 
 class RosterIn(BaseModel):
@@ -46,7 +49,9 @@ class RosterIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    patients: list[str] = Field(description=f"Every patient on the roster, each as in POST ({_PATIENT})")
+    patients: list[Annotated[str, Field(max_length=SOURCE_MAX)]] = Field(
+        description=f"Every patient on the roster, each as in POST ({_PATIENT})", max_length=rosters.MAX_SYNC
+    )
 
 
 def _bad(parameter: str, message: str) -> HTTPException:
@@ -58,13 +63,8 @@ def _no_partner(partner_id: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no partner with id {partner_id!r}")
 
 
-def _positive(parameter: str, value: str | None, default: int, maximum: int | None = None) -> int:
-    if value is None:
-        return default
-    if not value.isdigit() or int(value) < 1 or (maximum is not None and int(value) > maximum):
-        upper = f" and at most {maximum}" if maximum is not None else ""
-        raise _bad(parameter, f"{parameter} must be a positive integer{upper}")
-    return int(value)
+EntryId = Annotated[int, Path(description="A roster entry's id (from the listing).", ge=1, le=MAX_ROW_ID)]
+PatientQuery = Annotated[str | None, Query(description=_PATIENT, max_length=SOURCE_MAX)]
 
 
 def _changed(request: Request) -> None:
@@ -75,7 +75,7 @@ def _changed(request: Request) -> None:
 
 def _add_sync_route(router: APIRouter, sessions: async_sessionmaker[AsyncSession]) -> None:
     @router.put("/partners/{partner_id}/roster")
-    async def replace_roster(request: Request, partner_id: str, roster_in: RosterIn) -> dict[str, Any]:
+    async def replace_roster(request: Request, partner_id: PartnerId, roster_in: RosterIn) -> dict[str, Any]:
         """Replace a CBO's whole roster with the list given (a nightly client-list sync), in one transaction:
         entries already there are kept, missing ones removed, new ones added. Answers the counts."""
         try:
@@ -100,14 +100,18 @@ def build_rosters_router(*, sessions: async_sessionmaker[AsyncSession]) -> APIRo
     @router.get("/partners/{partner_id}/roster")
     async def list_roster(
         request: Request,
-        partner_id: str,
-        after: Annotated[str | None, Query(description="Continuation: the last entry id of the previous page.")] = None,
-        limit: Annotated[str | None, Query(description=f"Page size, 1-{rosters.MAX_LIMIT}.")] = None,
+        partner_id: PartnerId,
+        after: Annotated[
+            int | None, Query(description="Continuation: the last entry id of the previous page.", ge=1, le=MAX_ROW_ID)
+        ] = None,
+        limit: Annotated[
+            int, Query(description=f"Page size, 1-{rosters.MAX_LIMIT}.", ge=1, le=rosters.MAX_LIMIT)
+        ] = rosters.DEFAULT_LIMIT,
     ) -> dict[str, Any]:
         """A partner's roster, oldest entry first, paged by ``next``. Each entry says how it names the
         patient and, once the hub knows the patient, the hub patient id (null: it matches nothing yet)."""
-        start = 0 if after is None else _positive("after", after, 0)
-        size = _positive("limit", limit, rosters.DEFAULT_LIMIT, rosters.MAX_LIMIT)
+        start = after or 0
+        size = limit
         try:
             async with sessions() as session:
                 entries = await rosters.list_roster(session, partner_id, after=start, limit=size)
@@ -120,7 +124,7 @@ def build_rosters_router(*, sessions: async_sessionmaker[AsyncSession]) -> APIRo
 
     @router.post("/partners/{partner_id}/roster", status_code=status.HTTP_201_CREATED)
     async def add_to_roster(
-        request: Request, response: Response, partner_id: str, entry_in: RosterEntryIn
+        request: Request, response: Response, partner_id: PartnerId, entry_in: RosterEntryIn
     ) -> dict[str, Any]:
         """Put a patient on a CBO's roster: 201 with the new entry, or 200 with the entry already there."""
         try:
@@ -141,14 +145,13 @@ def build_rosters_router(*, sessions: async_sessionmaker[AsyncSession]) -> APIRo
     _add_sync_route(router, sessions)
 
     @router.delete("/partners/{partner_id}/roster/{entry_id}", status_code=status.HTTP_204_NO_CONTENT)
-    async def remove_entry(request: Request, partner_id: str, entry_id: str) -> Response:
+    async def remove_entry(request: Request, partner_id: PartnerId, entry_id: EntryId) -> Response:
         """Take one entry (by its id) off the partner's roster; 404 when the roster has no such entry."""
-        number = _positive("entry", entry_id, 0)
-        return await _remove(request, partner_id, entry_id=number)
+        return await _remove(request, partner_id, entry_id=entry_id)
 
     @router.delete("/partners/{partner_id}/roster", status_code=status.HTTP_204_NO_CONTENT)
     async def remove_patient(
-        request: Request, partner_id: str, patient: Annotated[str | None, Query(description=_PATIENT)] = None
+        request: Request, partner_id: PartnerId, patient: PatientQuery = None
     ) -> Response:
         """Take the patient, named as the entry names it, off the partner's roster."""
         if not patient:
