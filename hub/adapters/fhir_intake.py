@@ -476,12 +476,13 @@ class Intake:
 
 
 def consent_issues(data: Mapping[str, Any]) -> list[FhirIssue]:
-    """What keeps the consent engine from using a (FHIR-valid) Consent, as 422 issues (empty: usable).
+    """What keeps the hub from keeping a (FHIR-valid, already normalised) Consent, as 422 issues (empty: usable).
 
-    The engine's own reader (:func:`hub.consent.model.consent_from_fhir`) must accept it; it must be a
-    patient-privacy consent (``scope`` or ``category``: both LEAP generations); it must name its patient;
-    and it must say what it decides when nothing more specific applies (a root provision ``type``, or a
-    ``policyRule`` OPTIN/OPTOUT).
+    The engine's own reader (:func:`hub.consent.model.consent_from_fhir`) must accept it and it must name
+    its patient. A patient-privacy consent (``scope`` or ``category``: both LEAP generations) must also say
+    what it decides when nothing more specific applies (a root provision ``type``, or a ``policyRule``
+    OPTIN/OPTOUT). A consent of another scope (research, treatment, adr) is kept and never used for privacy
+    decisions; the edge's answer warns so (``fhir_consent_reading``).
     """
     try:
         consent = consent_from_fhir(data)
@@ -490,18 +491,9 @@ def consent_issues(data: Mapping[str, Any]) -> list[FhirIssue]:
         diagnostics = f"{where}the consent engine cannot use this Consent: {error}"
         return [FhirIssue("business-rule", diagnostics, error.expression)]
     issues: list[FhirIssue] = []
-    if not consent.is_privacy:
-        issues.append(
-            FhirIssue(
-                "business-rule",
-                "Consent.scope: the hub records patient-privacy consents only (scope or category "
-                "http://terminology.hl7.org/CodeSystem/consentscope#patient-privacy)",
-                "Consent.scope",
-            )
-        )
     if data.get("patient") is None:
         issues.append(FhirIssue("required", "Consent.patient: a consent must name its patient", "Consent.patient"))
-    if consent.base is None:
+    if consent.is_privacy and consent.base is None:
         issues.append(
             FhirIssue(
                 "business-rule",

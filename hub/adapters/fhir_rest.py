@@ -9,7 +9,8 @@ Interactions (``application/fhir+json``; the CapabilityStatement at ``GET /metad
   routed). ``If-None-Exist: identifier=[system|]value`` on create, ``If-Match`` on update.
 * ``POST /Consent``, ``PUT /Consent/{id}``, ``GET /Consent/{id}``: patient-privacy consents (routed as
   ``consent-change`` events on the patient's key, delivered to no one), checked by the consent engine's
-  own reader so a Consent it cannot use is refused (422); operator and hospitals (their own patients)
+  own reader so a Consent it cannot use is refused (422); LEAP and R5-era shapes are normalised first
+  and named in a warning OperationOutcome (``fhir_consent_reading``); operator and hospitals (their own patients)
   only. ``GET /Consent?patient=<reference or system|value>``: a searchset Bundle.
 * ``POST /`` with a ``transaction`` or ``batch`` Bundle (``fhir_bundle``).
 * ``POST /$process-message`` with a Da Vinci notification message Bundle (``davinci``).
@@ -71,6 +72,8 @@ from starlette.responses import PlainTextResponse
 from hub.adapters import davinci
 from hub.adapters.fhir_access import DIRECTORY_TYPES, SUPPORTED_TYPES, check_may_create, sender_of
 from hub.adapters.fhir_bundle import process_bundle
+from hub.adapters.fhir_consent_reading import answer as consent_answer
+from hub.adapters.fhir_consent_reading import read_liberally
 from hub.adapters.fhir_facts import partner_namespace
 from hub.adapters.fhir_intake import Intake, check_supported, parse_if_match
 from hub.adapters.fhir_store import ResourceStore, StoredVersion, etag, render
@@ -259,6 +262,7 @@ class _FhirApi:
             check_may_create(principal)
             body = await self._body(request)
             data = parse_fhir_json(body)
+            data, notes = read_liberally(resource_type, data)
             model = validate_resource(data, expected_type=resource_type)
             planned = await self._intake.plan_create(
                 principal,
@@ -271,7 +275,8 @@ class _FhirApi:
             [version] = await self._intake.commit([planned])
         except HubError as error:
             return error_response(error)
-        return _resource_response(planned.status, version, _base(request, f"/{resource_type}"))
+        response = _resource_response(planned.status, version, _base(request, f"/{resource_type}"))
+        return consent_answer(resource_type, request.headers, notes, response)
 
     async def update(self, request: Request, resource_type: str, resource_id: str) -> Response:
         """``PUT /{type}/{id}``: update, or create with the client's id (``If-Match`` honoured)."""
@@ -284,6 +289,7 @@ class _FhirApi:
                 raise InvalidInput("the id in the URL is not a FHIR id ([A-Za-z0-9-.]{1,64})", code="invalid")
             body = await self._body(request)
             data = parse_fhir_json(body)
+            data, notes = read_liberally(resource_type, data)
             _check_body_id(data, resource_type, resource_id)
             if_match = request.headers.get("if-match")
             expected_version = parse_if_match(if_match) if if_match is not None else None
@@ -295,7 +301,8 @@ class _FhirApi:
             [version] = await self._intake.commit([planned])
         except HubError as error:
             return error_response(error)
-        return _resource_response(planned.status, version, _base(request, f"/{resource_type}/{resource_id}"))
+        response = _resource_response(planned.status, version, _base(request, f"/{resource_type}/{resource_id}"))
+        return consent_answer(resource_type, request.headers, notes, response)
 
     async def search(self, request: Request, resource_type: str) -> Response:
         """``GET /Consent?patient=...``: the current Consents of that patient the caller may read."""
