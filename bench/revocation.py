@@ -5,7 +5,9 @@
 does), registers a hospital and a CBO, and per trial:
 
 1. posts a permitting Consent (opt-in, root ``provision.type: permit``) for a new patient with the
-   operator token (``POST /fhir/Consent``) and waits until the pipeline is idle;
+   operator token (``POST /fhir/Consent``) and waits until the pipeline is idle. The hub runs in an
+   opt-in jurisdiction (``HUB_CONSENT_DEFAULT=opt-in``): a revoked consent is no consent (ADR 0002,
+   as in LEAP), so only there does revoking the opt-in stop the referrals;
 2. streams referrals (~2 KB SDOH ServiceRequests addressed to the CBO) for that patient at a steady
    ``--rate`` through ``POST /fhir/ServiceRequest`` with the hospital's token, from a separate client
    process (open loop: request *i* leaves at ``t0 + i / rate``, at most ``--concurrency`` in flight);
@@ -521,6 +523,9 @@ async def run(options: Options, console: Console) -> Results:
     """Start a broker and a hub; run the trials."""
     started = time.perf_counter()
     results = Results(workers=options.workers)
+    # Revoked is no consent: in the default opt-out jurisdiction the referrals would go on under the policy.
+    # Settings (and a second worker process) read it from the environment.
+    os.environ["HUB_CONSENT_DEFAULT"] = "opt-in"
     broker = EmbeddedBroker(port=free_port())
     await broker.start()
     try:
