@@ -593,10 +593,10 @@ async def switchable_hub(bootstrap: str, workdir: Path) -> AsyncIterator[Switcha
     settings = Settings(
         kafka_bootstrap=bootstrap, database_url=f"sqlite+aiosqlite:///{workdir / 'hub.db'}", http_port=0,
         mllp_port=0, admin_token=ADMIN_TOKEN, consumer_session_timeout_ms=pipeline_bench.SESSION_TIMEOUT_MS,
-        worker_group=group,
+        worker_group=group, record_key=pipeline_bench.BENCH_RECORD_KEY,
     )
     async with running_hub(settings, workers=False) as hub, contextlib.AsyncExitStack() as stack:
-        publisher = AioKafkaRecordPublisher(bootstrap)
+        publisher = AioKafkaRecordPublisher(bootstrap, proof=pipeline_bench.BENCH_PROOF)
         await publisher.start()
         stack.push_async_callback(publisher.stop)
 
@@ -608,7 +608,8 @@ async def switchable_hub(bootstrap: str, workdir: Path) -> AsyncIterator[Switcha
             patients=SqlPatientIndex(hub.sessions),
             directory=SqlPartnerDirectory(hub.sessions, on_new_partner=new_partner_topic),
             audit=SqlAuditLog(hub.sessions), sequencer=SqlSequencer(hub.sessions), publisher=publisher,
-            consents=switch, decide=switch.decide, rosters=SqlRosterSource(hub.sessions),
+            consents=switch, decide=switch.decide, proof=pipeline_bench.BENCH_PROOF,
+            rosters=SqlRosterSource(hub.sessions),
         )
         broker = build_kafka_broker(bootstrap)
         broker.include_router(build_pipeline_router(

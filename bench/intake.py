@@ -100,6 +100,7 @@ from hub.broker.topics import ensure_topics
 from hub.control.facilities import FacilityDirectory
 from hub.events import CloudEvent, HubEvent, encode, event_id, event_type, now
 from hub.pipeline.publisher import AioKafkaRecordPublisher
+from hub.record_proof import RecordProof
 from hub.settings import Settings
 from hub.topics.registry import DLQ, EVENTS, INGRESS, TopicSpec
 
@@ -542,7 +543,9 @@ async def intake_in_process(session: HubSession, messages: Sequence[bytes], *, k
     """``AdtIntake.handle`` one message at a time, with the hub's facility directory (its SQLite control plane)
     and either a no-op ingress or the hub's producer class writing to the bench topic. Every ACK must be AA.
     Also returns the aiosqlite thread hand-offs per message (the pipeline is idle meanwhile)."""
-    publisher = AioKafkaRecordPublisher(session.hub.bootstrap) if kafka else None
+    # The bench topic is not a proven topic, so the proof's key does not matter here.
+    proof = RecordProof(b"bench-intake-unused-record-key-32")
+    publisher = AioKafkaRecordPublisher(session.hub.bootstrap, proof=proof) if kafka else None
     ingress: Any = NullIngress() if publisher is None else BenchTopicIngress(publisher, BENCH_ADT.name)
     if publisher is not None:
         await publisher.start()

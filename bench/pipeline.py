@@ -64,11 +64,15 @@ from hub.app import RunningHub, running_hub
 from hub.broker.embedded import EmbeddedBroker
 from hub.broker.topics import ensure_topics
 from hub.events import CloudEvent, HubEvent, RoutingFacts
+from hub.record_proof import RecordProof
 from hub.settings import Settings
 from hub.topics.registry import DLQ, INGRESS, TopicSpec, partner_topic
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ADMIN_TOKEN = "bench"
+#: The record key the bench hubs run with, so the records the bench writes onto ``hub.ingress`` itself verify.
+BENCH_RECORD_KEY = "carehub-bench-record-key-of-32-bytes"
+BENCH_PROOF = RecordProof(BENCH_RECORD_KEY.encode())
 HOSPITAL_ID = "bench-hospital"
 CBO_ID = "bench-foodbank"
 HOSPITAL_ORG = f"Organization/{HOSPITAL_ID}"
@@ -199,11 +203,12 @@ class EventFactory:
             facts = routing_facts(mrn=mrn, resource_id=ce_id)
             ce = CloudEvent(id=ce_id, source=f"/partners/{HOSPITAL_ID}",
                             type=events.event_type("ServiceRequest"), time=events.now())
+            key = f"{HOSPITAL_ID}|{facts.patient_source}".encode()
+            value = events.encode(HubEvent(facts=facts, body=body.decode()))
+            # Proven as the edge proves what it writes to hub.ingress (also on the raw bench topics: same bytes).
+            headers = BENCH_PROOF.stamp(INGRESS.name, key=key, value=value, headers=ce.to_headers())
             out.append(Prepared(
-                ce_id=ce_id,
-                key=f"{HOSPITAL_ID}|{facts.patient_source}".encode(),
-                value=events.encode(HubEvent(facts=facts, body=body.decode())),
-                headers=[(k, v.encode()) for k, v in ce.to_headers().items()],
+                ce_id=ce_id, key=key, value=value, headers=[(k, v.encode()) for k, v in headers.items()],
             ))
         return out
 
@@ -589,6 +594,7 @@ async def started_hub(bootstrap: str, workdir: Path) -> AsyncIterator[HubSession
         http_port=0,
         mllp_port=0,
         admin_token=ADMIN_TOKEN,
+        record_key=BENCH_RECORD_KEY,
         consumer_session_timeout_ms=SESSION_TIMEOUT_MS,
         worker_group=f"bench-{uuid.uuid4().hex[:8]}",
     )

@@ -41,6 +41,7 @@ from hub.consent.model import Jurisdiction, Policies
 from hub.control import db, partners
 from hub.control.facilities import FacilityDirectory
 from hub.control.resources import SqlResourceStore
+from hub.control.secrets import hub_secret
 from hub.errors import ConfigurationError
 from hub.pipeline.normalize import EdgeNormalizer
 from hub.pipeline.publisher import AioKafkaRecordPublisher
@@ -54,10 +55,14 @@ from hub.pipeline.stores import (
     SqlSequencer,
 )
 from hub.pipeline.workers import PipelineDeps, build_pipeline_router
+from hub.record_proof import RecordProof
 from hub.settings import Settings
 from hub.topics.registry import CORE_TOPICS, partner_topic
 
 log = structlog.get_logger(__name__)
+
+#: The control-plane secret that keys record proofs when ``HUB_RECORD_KEY`` is unset (docs/adr/0010).
+RECORD_PROOF_SECRET = "record-proof"  # noqa: S105 - the name of a secret, not one
 
 
 @dataclass
@@ -107,6 +112,17 @@ def sharing_policies(settings: Settings) -> Policies:
         jurisdiction=Jurisdiction(settings.consent_default),
         specific_consent_labels=frozenset(settings.specific_consent_labels),
     )
+
+
+async def record_proof(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> RecordProof:
+    """The hub's record proof: ``HUB_RECORD_KEY`` (and ``HUB_RECORD_KEY_PREVIOUS``), or, when it is unset,
+    the random key kept in the control-plane database, the same for every process on it."""
+    previous = [settings.record_key_previous.get_secret_value().encode()] if settings.record_key_previous else []
+    if settings.record_key is not None:
+        return RecordProof(settings.record_key.get_secret_value().encode(), previous)
+    if not settings.embedded:
+        log.warning("record_key_from_database", hint="set HUB_RECORD_KEY outside development")
+    return RecordProof(await hub_secret(sessions, RECORD_PROOF_SECRET), previous)
 
 
 def build_http_app(
@@ -243,7 +259,8 @@ async def running_hub(
             await ensure_topics(bootstrap, [partner_topic(partner_id)])
 
         broker = build_kafka_broker(bootstrap)
-        publisher = AioKafkaRecordPublisher(bootstrap)
+        proof = await record_proof(settings, sessions)
+        publisher = AioKafkaRecordPublisher(bootstrap, proof=proof)
         await publisher.start()
         stack.push_async_callback(publisher.stop)
         directory = SqlPartnerDirectory(sessions, on_new_partner=new_partner_topic)
@@ -252,7 +269,7 @@ async def running_hub(
             deps = PipelineDeps(
                 patients=SqlPatientIndex(sessions), directory=directory, audit=SqlAuditLog(sessions),
                 sequencer=SqlSequencer(sessions), publisher=publisher, consents=SqlConsentSource(sessions),
-                decide=engine_decider(policies),
+                decide=engine_decider(policies), proof=proof,
                 rosters=roster_source,
             )
             broker.include_router(

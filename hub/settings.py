@@ -25,6 +25,16 @@ class Settings(BaseSettings):
     mllp_host: str = "127.0.0.1"
     mllp_port: int = Field(default=2575, ge=0, le=65535)
     admin_token: SecretStr | None = None
+    # Record proof (hub.record_proof, docs/adr/0010-record-proof.md): the HMAC key with which the hub's
+    # edges and workers sign and verify every hub.ingress/hub.events record. Every process must share it.
+    record_key: SecretStr | None = Field(
+        default=None,
+        description="At least 32 bytes (UTF-8). Unset: a random key generated once and kept in the control-plane "
+        "database, shared by every process on it.",
+    )
+    record_key_previous: SecretStr | None = Field(
+        default=None, description="The key before the last rotation: records it signed still verify."
+    )
     mllp_facilities: dict[str, str] = Field(
         default_factory=dict,
         description='MSH-4 sending facility -> hospital partner id, JSON: {"GHH": "general"}.',

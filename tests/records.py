@@ -8,6 +8,11 @@ import orjson
 
 from hub import events
 from hub.events import CloudEvent, HubEvent, RoutingFacts
+from hub.record_proof import RecordProof
+
+#: The record key of every test that builds hub records itself (``hub.record_proof``).
+TEST_RECORD_KEY = b"carehub-test-record-key-32-bytes"
+TEST_PROOF = RecordProof(TEST_RECORD_KEY)
 
 
 @dataclass
@@ -44,6 +49,18 @@ def cloud_event(event_id: str = "evt-1", sender: str = "hosp-a") -> CloudEvent:
                       time=events.now())
 
 
-def record_of(topic: str, event: HubEvent, ce: CloudEvent, *, offset: int = 0) -> Record:
-    headers = [(k, v.encode()) for k, v in ce.to_headers().items()]
-    return Record(topic=topic, value=events.encode(event), headers=headers, offset=offset)
+def record_of(
+    topic: str, event: HubEvent, ce: CloudEvent, *, offset: int = 0, proof: RecordProof | None = TEST_PROOF
+) -> Record:
+    """The record as the hub writes it to ``topic``: signed with ``proof`` (None: unsigned, as a forger would)."""
+    value = events.encode(event)
+    headers = ce.to_headers()
+    if proof is not None:
+        headers = proof.stamp(topic, key=b"k", value=value, headers=headers)
+    return Record(topic=topic, value=value, headers=[(k, v.encode()) for k, v in headers.items()], offset=offset)
+
+
+def signed_headers(topic: str, *, key: bytes, value: bytes, headers: dict[str, str]) -> list[tuple[str, bytes]]:
+    """Headers (as aiokafka takes them) for a record a test produces onto ``topic``, proven with :data:`TEST_PROOF`."""
+    stamped = TEST_PROOF.stamp(topic, key=key, value=value, headers=headers)
+    return [(name, header_value.encode()) for name, header_value in stamped.items()]

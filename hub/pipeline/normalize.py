@@ -1,9 +1,11 @@
 """Normalize: ``hub.ingress`` → ``hub.events``, keyed by hub patient id.
 
 Resolves each event's patient through the identity crosswalk and re-keys the event; the FHIR body and
-the event id travel untouched. Nothing here parses FHIR. :class:`EdgeNormalizer` does the same for one
-event at the edge (``hub.ports.EventWriter``): consent changes skip ``hub.ingress`` so that a revocation
-is on the patient's partition of ``hub.events`` before the edge answers 2xx (ADR 0006).
+the event id travel untouched. Nothing here parses FHIR. A record is read only after its record proof
+verified (``hub.record_proof``): one the hub did not write, whatever sender it claims, is dead-lettered.
+:class:`EdgeNormalizer` does the same for one event at the edge (``hub.ports.EventWriter``): consent
+changes skip ``hub.ingress`` so that a revocation is on the patient's partition of ``hub.events``
+before the edge answers 2xx (ADR 0006).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from hub.events import CloudEvent, HubEvent
 from hub.pipeline.ports import PatientIndex
 from hub.pipeline.publisher import Outgoing, RecordPublisher
 from hub.pipeline.stage import dead_letter
+from hub.record_proof import RecordProof
 from hub.topics.registry import EVENTS
 
 STAGE = "normalize"
@@ -39,11 +42,17 @@ def parse_event(
     return ce, event, source
 
 
-async def normalize(records: Sequence[Any], *, patients: PatientIndex, publisher: RecordPublisher) -> None:
-    """Process a batch of ``hub.ingress`` records; returns once every output was acknowledged."""
+async def normalize(
+    records: Sequence[Any], *, patients: PatientIndex, publisher: RecordPublisher, proof: RecordProof
+) -> None:
+    """Process a batch of ``hub.ingress`` records; returns once every output was acknowledged.
+
+    A record without a valid proof goes to ``hub.dlq`` (original bytes, the reason in ``hub_dlq_reason``).
+    """
     outgoing: list[Outgoing] = []
     for record in records:
         try:
+            proof.verify_record(record)
             ce, event, source = parse(record)
             hub_patient_id = await patients.resolve(source)
         except RetryableError:

@@ -4,6 +4,9 @@
 to the producer in order (so one partition keeps their order) and returns only after all of them were
 acknowledged. The producer uses acks=all. Any failure to get an acknowledgement becomes
 ``BrokerUnavailable`` (retryable): the caller must then assume none of the batch was written.
+
+Both implementations stamp every record for ``hub.ingress`` and ``hub.events`` with the hub's record
+proof (``hub.record_proof``) as they write it, so no edge or stage can write an unproven hub record.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 
 from hub.errors import BrokerUnavailable
+from hub.record_proof import RecordProof
 from hub.topics.registry import INGRESS
 
 
@@ -48,7 +52,7 @@ class AioKafkaRecordPublisher:
     one broker round trip instead of one per record.
     """
 
-    def __init__(self, bootstrap: str, *, timeout_s: float = 15.0) -> None:
+    def __init__(self, bootstrap: str, *, proof: RecordProof, timeout_s: float = 15.0) -> None:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             acks="all",
@@ -57,6 +61,7 @@ class AioKafkaRecordPublisher:
             linger_ms=0,
             client_id="carehub",
         )
+        self._proof = proof
         self._timeout_s = timeout_s
 
     async def start(self) -> None:
@@ -79,9 +84,7 @@ class AioKafkaRecordPublisher:
         try:
             async with asyncio.timeout(self._timeout_s):
                 futures = [
-                    await self._producer.send(
-                        r.topic, r.value, key=r.key, headers=[(k, v.encode()) for k, v in r.headers.items()]
-                    )
+                    await self._producer.send(r.topic, r.value, key=r.key, headers=self._wire_headers(r))
                     for r in records
                 ]
                 await asyncio.gather(*futures)
@@ -94,18 +97,25 @@ class AioKafkaRecordPublisher:
         """``hub.ports.IngressWriter``: write one accepted input to ``hub.ingress``."""
         await self.publish(INGRESS.name, key=key, value=value, headers=headers)
 
+    def _wire_headers(self, record: Outgoing) -> list[tuple[str, bytes]]:
+        stamped = self._proof.stamp(record.topic, key=record.key, value=record.value, headers=record.headers)
+        return [(name, value.encode()) for name, value in stamped.items()]
+
 
 class KafkaRecordPublisher:
     """RecordPublisher through a FastStream KafkaBroker: works under ``TestKafkaBroker`` (in-memory tests)."""
 
-    def __init__(self, broker: KafkaBroker, *, timeout_s: float = 15.0) -> None:
+    def __init__(self, broker: KafkaBroker, *, proof: RecordProof, timeout_s: float = 15.0) -> None:
         self._broker = broker
+        self._proof = proof
         self._timeout_s = timeout_s
 
     async def publish(self, topic: str, *, key: bytes, value: bytes, headers: dict[str, str]) -> None:
+        # FastStream writes ``content-type: ""`` when the headers carry none: prove the record it will write.
+        stamped = self._proof.stamp(topic, key=key, value=value, headers={"content-type": "", **headers})
         try:
             async with asyncio.timeout(self._timeout_s):  # no extra task per publish, unlike wait_for
-                await self._broker.publish(value, topic, key=key, headers=headers)
+                await self._broker.publish(value, topic, key=key, headers=stamped)
         except (KafkaError, TimeoutError, OSError) as exc:
             raise BrokerUnavailable(
                 f"the broker did not acknowledge a write to {topic}: {type(exc).__name__}"

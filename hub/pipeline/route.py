@@ -1,5 +1,7 @@
 """Route: ``hub.events`` → gather → decide per candidate recipient → audit → deliver to ``partner.<id>``.
 
+* **verify** (pure): the record proof (``hub.record_proof``); a record the hub did not write is
+  dead-lettered before anything below sees it.
 * **gather** (I/O): the active partners, the roster membership of the batch's patients from the
   :class:`RosterSource` (one read per batch, cached per patient), and the patient's consents from the
   :class:`ConsentSource` (cached per patient). A ``consent-change`` event is not routed: it tells the
@@ -48,6 +50,7 @@ from hub.events import FHIR_JSON, CloudEvent, HubEvent, RoutingFacts
 from hub.pipeline.ports import AuditLog, ConsentSource, PartnerDirectory, RosterSource, Sequencer
 from hub.pipeline.publisher import Outgoing, RecordPublisher
 from hub.pipeline.stage import dead_letter
+from hub.record_proof import RecordProof
 from hub.topics.registry import partner_topic
 
 log = structlog.get_logger(__name__)
@@ -143,16 +146,19 @@ async def route(
     audit: AuditLog,
     sequencer: Sequencer,
     publisher: RecordPublisher,
+    proof: RecordProof,
     rosters: RosterSource | None = None,
 ) -> list[Routed]:
     """Process a batch of ``hub.events`` records; return the decisions taken (for tests and metrics).
 
+    A record without a valid ``proof`` goes to ``hub.dlq`` before anything is decided, audited or delivered.
     ``rosters`` None: no partner has anyone on its roster (Encounter events reach only partners they name).
     """
     dead: list[Outgoing] = []
     parsed: list[tuple[CloudEvent, HubEvent]] = []
     for record in records:
         try:
+            proof.verify_record(record)
             parsed.append(parse(record))
         except Exception as exc:  # noqa: BLE001 - a bad record is dead-lettered, never fatal
             dead.append(dead_letter(record, stage=STAGE, exc=exc))

@@ -29,6 +29,7 @@ from hub.pipeline.ports import AuditLog, ConsentSource, PartnerDirectory, Patien
 from hub.pipeline.publisher import RecordPublisher
 from hub.pipeline.route import DecideFn
 from hub.pipeline.stage import run_batch
+from hub.record_proof import RecordProof
 from hub.topics.payloads import DeadLetter, PartnerResource
 from hub.topics.registry import DLQ, EVENTS, INGRESS, PARTNER_PREFIX, partner_topic
 
@@ -44,6 +45,7 @@ class PipelineDeps:
     publisher: RecordPublisher
     consents: ConsentSource
     decide: DecideFn
+    proof: RecordProof
     rosters: RosterSource | None = None
 
 
@@ -103,7 +105,9 @@ def build_pipeline_router(
                        **subscriber_options)  # type: ignore[call-overload, untyped-decorator]
     async def normalize(msg: KafkaMessage) -> None:
         async def work(records: Sequence[Any]) -> None:
-            await normalize_stage.normalize(records, patients=deps.patients, publisher=deps.publisher)
+            await normalize_stage.normalize(
+                records, patients=deps.patients, publisher=deps.publisher, proof=deps.proof
+            )
 
         await run_batch(normalize_stage.STAGE, _records(msg), work, deps.publisher)
 
@@ -119,7 +123,7 @@ def build_pipeline_router(
         async def work(records: Sequence[Any]) -> None:
             await route_stage.route(
                 records, decide=deps.decide, directory=deps.directory, consents=deps.consents, audit=deps.audit,
-                sequencer=deps.sequencer, publisher=deps.publisher, rosters=deps.rosters,
+                sequencer=deps.sequencer, publisher=deps.publisher, proof=deps.proof, rosters=deps.rosters,
             )
 
         await run_batch(route_stage.STAGE, _records(msg), work, deps.publisher)

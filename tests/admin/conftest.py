@@ -20,6 +20,7 @@ from hub.auth import SqlAuthenticator
 from hub.control import db, partners
 from hub.pipeline.publisher import AioKafkaRecordPublisher
 from hub.settings import Settings
+from tests.records import TEST_PROOF
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -59,7 +60,7 @@ async def admin(tmp_path: Path) -> AsyncIterator[Admin]:
         settings=Settings(database_url=url, admin_token=SecretStr(ADMIN_TOKEN)),
         sessions=sessions,
         authenticator=SqlAuthenticator(sessions, admin_token=ADMIN_TOKEN),
-        publisher=AioKafkaRecordPublisher("127.0.0.1:1"),  # never started: the admin API does not publish
+        publisher=AioKafkaRecordPublisher("127.0.0.1:1", proof=TEST_PROOF),  # never started: no admin API publishes
         on_partner_created=created,
     )
     try:

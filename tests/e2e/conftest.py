@@ -14,8 +14,9 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
-from hub.app import RunningHub, running_hub
+from hub.app import RunningHub, record_proof, running_hub
 from hub.broker.embedded import EmbeddedBroker
+from hub.record_proof import RecordProof
 from hub.settings import Settings
 
 ADMIN_TOKEN = "test-admin-token"
@@ -42,6 +43,10 @@ class HubClient:
         })
         assert 201 == answer.status_code, answer.text
         return partner_id, answer.json()["token"]
+
+    async def record_proof(self) -> RecordProof:
+        """The hub's record proof, loaded as a second process on the same database would load it."""
+        return await record_proof(self.hub.settings, self.hub.sessions)
 
     async def post_fhir(self, path: str, body: bytes, token: str) -> httpx.Response:
         return await self.http.post(f"/fhir/{path}", content=body, headers={

@@ -13,6 +13,7 @@ from hub.consent.model import Policies
 from hub.pipeline.route import engine_decider
 from hub.pipeline.workers import PipelineDeps, build_pipeline_router
 from tests.fakes import FakeAuditLog, FakeConsentSource, FakeDirectory, FakePatientIndex, FakePublisher, FakeSequencer
+from tests.records import TEST_PROOF
 
 pytestmark = pytest.mark.broker
 
@@ -28,7 +29,7 @@ async def test_the_route_consumer_forgets_cached_consents_when_partitions_are_as
     consents = Watched()
     deps = PipelineDeps(
         patients=FakePatientIndex(), directory=FakeDirectory([]), audit=FakeAuditLog(), sequencer=FakeSequencer(),
-        publisher=FakePublisher(), consents=consents, decide=engine_decider(Policies()),
+        publisher=FakePublisher(), consents=consents, decide=engine_decider(Policies()), proof=TEST_PROOF,
     )
     broker = KafkaBroker(tansu.bootstrap)
     broker.include_router(

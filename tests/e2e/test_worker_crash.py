@@ -20,6 +20,7 @@ from hub.events import CloudEvent, HubEvent, RoutingFacts
 from hub.topics.registry import EVENTS, INGRESS
 from tests.conftest import free_port
 from tests.e2e.conftest import read_topic
+from tests.records import TEST_RECORD_KEY, signed_headers
 
 pytestmark = pytest.mark.broker
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +73,8 @@ async def test_a_worker_killed_between_consume_and_produce_loses_nothing(
     await engine.dispose()
 
     env = {**os.environ, "HUB_KAFKA_BOOTSTRAP": tansu.bootstrap, "HUB_DATABASE_URL": database_url,
-           "HUB_WORKER_GROUP": f"crash-{tag}", "HUB_CONSUMER_SESSION_TIMEOUT_MS": "2000"}
+           "HUB_WORKER_GROUP": f"crash-{tag}", "HUB_CONSUMER_SESSION_TIMEOUT_MS": "2000",
+           "HUB_RECORD_KEY": TEST_RECORD_KEY.decode()}  # the test writes hub.ingress as the edge would
     marker = tmp_path / "crashed"
     worker = await _start_worker(env, crash_before, marker)
     await _wait_line(worker, b"worker-ready", tmp_path / "worker.log")
@@ -84,8 +86,10 @@ async def test_a_worker_killed_between_consume_and_produce_loses_nothing(
                     time=events.now())
     producer = AIOKafkaProducer(bootstrap_servers=tansu.bootstrap, acks="all")
     await producer.start()
-    await producer.send_and_wait(INGRESS.name, events.encode(event), key=tag.encode(),
-                                 headers=[(k, v.encode()) for k, v in ce.to_headers().items()])
+    value = events.encode(event)
+    await producer.send_and_wait(INGRESS.name, value, key=tag.encode(),
+                                 headers=signed_headers(INGRESS.name, key=tag.encode(), value=value,
+                                                        headers=ce.to_headers()))
     await producer.stop()
 
     returncode = await asyncio.wait_for(asyncio.to_thread(worker.wait), 60)

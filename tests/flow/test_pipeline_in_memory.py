@@ -18,7 +18,7 @@ from hub.pipeline.route import engine_decider
 from hub.pipeline.workers import PipelineDeps, build_pipeline_router
 from hub.topics.registry import DLQ, INGRESS
 from tests.fakes import FakeAuditLog, FakeConsentSource, FakeDirectory, FakePatientIndex, FakeSequencer
-from tests.records import cloud_event, hub_event
+from tests.records import TEST_PROOF, cloud_event, hub_event
 
 CBO_A = Recipient(partner_id="cbo-a", kind="cbo", organization="Organization/cbo-a")
 CBO_B = Recipient(partner_id="cbo-b", kind="cbo", organization="Organization/cbo-b")
@@ -27,6 +27,7 @@ CBO_B = Recipient(partner_id="cbo-b", kind="cbo", organization="Organization/cbo
 @dataclass
 class Harness:
     broker: KafkaBroker
+    edge: KafkaRecordPublisher  # what the edges write through: it stamps the record proof
     audit: FakeAuditLog
     patients: FakePatientIndex
     received: dict[str, list[tuple[bytes, dict[str, str]]]]
@@ -37,9 +38,10 @@ async def harness(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
     monkeypatch.setattr(stage, "RETRY_PAUSE_S", 0)
     broker = KafkaBroker("localhost:9092")
     audit, patients = FakeAuditLog(), FakePatientIndex()
+    publisher = KafkaRecordPublisher(broker, proof=TEST_PROOF)
     deps = PipelineDeps(patients=patients, directory=FakeDirectory([CBO_A, CBO_B]), audit=audit,
-                        sequencer=FakeSequencer(), publisher=KafkaRecordPublisher(broker),
-                        consents=FakeConsentSource(), decide=engine_decider(Policies()))
+                        sequencer=FakeSequencer(), publisher=publisher,
+                        consents=FakeConsentSource(), decide=engine_decider(Policies()), proof=TEST_PROOF)
     broker.include_router(build_pipeline_router(deps, group_id="test", fetch_max_wait_ms=20))
     received: dict[str, list[tuple[bytes, dict[str, str]]]] = {"partner.cbo-a": [], "partner.cbo-b": [], DLQ.name: []}
     for topic in received:
@@ -49,13 +51,13 @@ async def harness(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
             return sink
         broker.subscriber(topic, group_id=f"sink-{topic}")(make(topic))
     async with TestKafkaBroker(broker) as test_broker:
-        yield Harness(test_broker, audit, patients, received)
+        yield Harness(test_broker, publisher, audit, patients, received)
 
 
 async def test_a_referral_reaches_only_the_addressed_cbo_in_memory(harness: Harness) -> None:
     event, ce = hub_event(), cloud_event("evt-42")
 
-    await harness.broker.publish(events.encode(event), INGRESS.name, key=b"hosp-a|x", headers=ce.to_headers())
+    await harness.edge.write(key=b"hosp-a|x", value=events.encode(event), headers=ce.to_headers())
     [(body, headers)] = harness.received["partner.cbo-a"]
     assert event.body.encode() == body
     assert ("evt-42", "1", "Patient/hp-1") == (headers["ce_id"], headers["ce_sequence"], headers["ce_subject"])
@@ -64,10 +66,22 @@ async def test_a_referral_reaches_only_the_addressed_cbo_in_memory(harness: Harn
 
 
 async def test_a_poison_record_is_dead_lettered_and_the_next_one_still_flows(harness: Harness) -> None:
-    await harness.broker.publish(b"\x00garbage", INGRESS.name, key=b"k", headers={"ce_id": "bad"})
-    await harness.broker.publish(events.encode(hub_event()), INGRESS.name, key=b"k",
-                                 headers=cloud_event("good").to_headers())
+    await harness.edge.write(key=b"k", value=b"\x00garbage", headers={"ce_id": "bad"})
+    await harness.edge.write(key=b"k", value=events.encode(hub_event()), headers=cloud_event("good").to_headers())
     [(body, headers)] = harness.received[DLQ.name]
     assert b"\x00garbage" == body
     assert "normalize" == headers["hub_dlq_stage"]
+    assert "ce_specversion" in headers["hub_dlq_reason"], "the edge's record is proven: its bytes are what fails"
     assert ["good"] == [h["ce_id"] for _, h in harness.received["partner.cbo-a"]]
+
+
+async def test_a_record_produced_past_the_edge_without_a_proof_is_dead_lettered_not_delivered(harness: Harness) -> None:
+    """Anyone who can produce to the broker is not the hub: a record claiming hosp-a goes to hub.dlq."""
+    forged = events.encode(hub_event(sender="hosp-a"))
+    await harness.broker.publish(forged, INGRESS.name, key=b"hosp-a|x", headers=cloud_event("forged").to_headers())
+    await harness.edge.write(key=b"k", value=events.encode(hub_event()), headers=cloud_event("marker").to_headers())
+    [(body, headers)] = harness.received[DLQ.name]
+    assert (forged, "forged") == (body, headers["ce_id"])
+    assert "record proof missing" in headers["hub_dlq_reason"]
+    assert ["marker"] == [h["ce_id"] for _, h in harness.received["partner.cbo-a"]]
+    assert {"marker"} == {r.event_id for r in harness.audit.records}

@@ -23,7 +23,7 @@ from tests.fakes import (
     FakePublisher,
     FakeSequencer,
 )
-from tests.records import Record, cloud_event, hub_event, record_of
+from tests.records import TEST_PROOF, Record, cloud_event, hub_event, record_of, signed_headers
 
 CBO_A = Recipient(partner_id="cbo-a", kind="cbo", organization="Organization/cbo-a")
 CBO_B = Recipient(partner_id="cbo-b", kind="cbo", organization="Organization/cbo-b")
@@ -39,7 +39,7 @@ async def test_normalize_keys_the_event_by_hub_patient_id_and_keeps_body_and_id(
     publisher, patients = FakePublisher(), FakePatientIndex()
     event = hub_event()
     await normalize.normalize([record_of(INGRESS.name, event, cloud_event("e1"))], patients=patients,
-                              publisher=publisher)
+                              publisher=publisher, proof=TEST_PROOF)
     [(topic, key, value, headers)] = publisher.published
     out = events.decode(value)
     assert EVENTS.name == topic
@@ -53,7 +53,7 @@ async def test_normalize_keys_the_event_by_hub_patient_id_and_keeps_body_and_id(
 async def test_the_same_patient_in_one_batch_gets_one_hub_id_and_order_is_kept() -> None:
     publisher, patients = FakePublisher(), FakePatientIndex()
     batch = [record_of(INGRESS.name, hub_event(mrn=m), cloud_event(f"e{i}")) for i, m in enumerate(["A", "B", "A"])]
-    await normalize.normalize(batch, patients=patients, publisher=publisher)
+    await normalize.normalize(batch, patients=patients, publisher=publisher, proof=TEST_PROOF)
     assert [(b"hp-1", "e0"), (b"hp-2", "e1"), (b"hp-1", "e2")] == [
         (key, headers["ce_id"]) for _, key, _, headers in publisher.published
     ]
@@ -61,10 +61,11 @@ async def test_the_same_patient_in_one_batch_gets_one_hub_id_and_order_is_kept()
 
 async def test_a_poison_record_mid_batch_is_dead_lettered_in_place_and_the_rest_flows() -> None:
     publisher = FakePublisher()
-    poison = Record(topic=INGRESS.name, value=b"\xff not json", key=b"key-1", offset=7, headers=[("ce_id", b"x1")])
+    poison = Record(topic=INGRESS.name, value=b"\xff not json", key=b"key-1", offset=7,
+                    headers=signed_headers(INGRESS.name, key=b"key-1", value=b"\xff not json", headers={"ce_id": "x1"}))
     batch = [record_of(INGRESS.name, hub_event(), cloud_event("e0")), poison,
              record_of(INGRESS.name, hub_event(), cloud_event("e2"))]
-    await normalize.normalize(batch, patients=FakePatientIndex(), publisher=publisher)
+    await normalize.normalize(batch, patients=FakePatientIndex(), publisher=publisher, proof=TEST_PROOF)
     assert [EVENTS.name, DLQ.name, EVENTS.name] == [t for t, *_ in publisher.published]
     _, key, value, headers = publisher.published[1]
     assert (b"key-1", b"\xff not json") == (key, value)
@@ -74,10 +75,10 @@ async def test_a_poison_record_mid_batch_is_dead_lettered_in_place_and_the_rest_
 
 async def test_a_dead_letter_reason_names_the_malformed_field_without_echoing_values() -> None:
     publisher = FakePublisher()
-    headers = [(k, v.encode()) for k, v in cloud_event().to_headers().items()]
-    record = Record(topic=INGRESS.name, headers=headers,
-                    value=b'{"facts": {"resource_type": "ServiceRequest"}, "body": "SECRET-MRN"}')
-    await normalize.normalize([record], patients=FakePatientIndex(), publisher=publisher)
+    value = b'{"facts": {"resource_type": "ServiceRequest"}, "body": "SECRET-MRN"}'
+    headers = signed_headers(INGRESS.name, key=b"k", value=value, headers=cloud_event().to_headers())
+    record = Record(topic=INGRESS.name, headers=headers, value=value)
+    await normalize.normalize([record], patients=FakePatientIndex(), publisher=publisher, proof=TEST_PROOF)
     reason = publisher.to(DLQ.name)[0][3]["hub_dlq_reason"]
     assert "facts.sender" in reason
     assert "SECRET-MRN" not in reason
@@ -88,7 +89,7 @@ async def test_an_event_without_patient_is_dead_lettered_not_dropped() -> None:
     event = hub_event()
     event = event.model_copy(update={"facts": event.facts.model_copy(update={"patient_source": None})})
     await normalize.normalize([record_of(INGRESS.name, event, cloud_event())], patients=FakePatientIndex(),
-                              publisher=publisher)
+                              publisher=publisher, proof=TEST_PROOF)
     assert 1 == len(publisher.to(DLQ.name))
     assert "names no patient" in publisher.to(DLQ.name)[0][3]["hub_dlq_reason"]
 
@@ -98,7 +99,7 @@ async def test_a_transient_database_failure_fails_the_whole_batch_for_a_retry() 
     batch = [record_of(INGRESS.name, hub_event(), cloud_event("e0"))]
 
     async def work(records: Sequence[Any]) -> None:
-        await normalize.normalize(records, patients=patients, publisher=publisher)
+        await normalize.normalize(records, patients=patients, publisher=publisher, proof=TEST_PROOF)
 
     with pytest.raises(StoreUnavailable):
         await stage.run_batch("normalize", batch, work, publisher)
@@ -119,7 +120,8 @@ async def test_a_bug_escaping_a_stage_is_isolated_to_its_record_and_dead_lettere
 
     async def work(records: Sequence[Any]) -> None:
         await route.route(records, decide=buggy_decide, directory=FakeDirectory([CBO_A]), audit=FakeAuditLog(),
-                          consents=FakeConsentSource(), sequencer=FakeSequencer(), publisher=publisher)
+                          consents=FakeConsentSource(), sequencer=FakeSequencer(), publisher=publisher,
+                          proof=TEST_PROOF)
 
     await stage.run_batch("route", batch, work, publisher)
     assert ["e0", "e2"] == [h["ce_id"] for t, _, _, h in publisher.published if t == "partner.cbo-a"]
@@ -132,7 +134,7 @@ async def _route(records: list[Record], directory: FakeDirectory, publisher: Fak
                  consents: FakeConsentSource | None = None) -> FakeAuditLog:
     audit = audit or FakeAuditLog()
     await route.route(records, decide=decide, directory=directory, audit=audit, sequencer=sequencer or FakeSequencer(),
-                      consents=consents or FakeConsentSource(), publisher=publisher)
+                      consents=consents or FakeConsentSource(), publisher=publisher, proof=TEST_PROOF)
     return audit
 
 

@@ -18,7 +18,7 @@ from hub.pipeline import route
 from hub.topics.registry import EVENTS
 from tests.consent.helpers import PERMIT, consent, prov
 from tests.fakes import FakeAuditLog, FakeConsentSource, FakeDirectory, FakePublisher, FakeSequencer
-from tests.records import cloud_event, hub_event, record_of
+from tests.records import TEST_PROOF, cloud_event, hub_event, record_of
 
 CBO_A = Recipient(partner_id="cbo-a", kind="cbo", organization="Organization/cbo-a")
 PATIENT = "hp-9"
@@ -56,7 +56,7 @@ async def run(batch: list[HubEvent], consents: FakeConsentSource) -> tuple[FakeA
     audit, publisher = FakeAuditLog(), FakePublisher()
     records = [record_of(EVENTS.name, e, cloud_event(f"e{i}")) for i, e in enumerate(batch)]
     await route.route(records, decide=decide, directory=FakeDirectory([CBO_A]), consents=consents, audit=audit,
-                      sequencer=FakeSequencer(), publisher=publisher)
+                      sequencer=FakeSequencer(), publisher=publisher, proof=TEST_PROOF)
     return audit, publisher
 
 

@@ -14,7 +14,7 @@ from hub.pipeline import route
 from hub.topics.registry import EVENTS
 from tests.consent.helpers import DENY, consent, prov
 from tests.fakes import FakeAuditLog, FakeConsentSource, FakeDirectory, FakePublisher, FakeRosterSource, FakeSequencer
-from tests.records import cloud_event, hub_event, record_of
+from tests.records import TEST_PROOF, cloud_event, hub_event, record_of
 
 PATIENT = "hp-7"
 OTHER_PATIENT = "hp-8"
@@ -55,7 +55,7 @@ async def run(
     records = [record_of(EVENTS.name, e, cloud_event(f"e{i}")) for i, e in enumerate(batch)]
     await route.route(
         records, decide=decide, directory=FakeDirectory(partners or EVERYONE), consents=consents or FakeConsentSource(),
-        audit=audit, sequencer=FakeSequencer(), publisher=publisher, rosters=rosters,
+        audit=audit, sequencer=FakeSequencer(), publisher=publisher, proof=TEST_PROOF, rosters=rosters,
     )
     return audit, publisher
 
@@ -101,7 +101,7 @@ async def test_without_a_roster_source_encounter_events_reach_no_one() -> None:
     audit, publisher = FakeAuditLog(), FakePublisher()
     await route.route(
         [record_of(EVENTS.name, adt(), cloud_event("e0"))], decide=decide, directory=FakeDirectory(EVERYONE),
-        consents=FakeConsentSource(), audit=audit, sequencer=FakeSequencer(), publisher=publisher,
+        consents=FakeConsentSource(), audit=audit, sequencer=FakeSequencer(), publisher=publisher, proof=TEST_PROOF,
     )
     assert ([], []) == (publisher.published, audit.records)
 
