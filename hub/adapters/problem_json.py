@@ -41,6 +41,41 @@ _TITLES: Final = {413: "Content Too Large", 422: "Unprocessable Content"}
 
 Handler = Callable[[Request, Exception], Response | Awaitable[Response]]
 
+#: The OpenAPI description of every 4xx answer of a router that uses these handlers (FastAPI would
+#: otherwise document its own ``HTTPValidationError`` shape, which the hub never answers).
+CLIENT_ERROR_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    "4XX": {
+        "description": "A problem (RFC 9457): 400 a bad parameter, 401/403 the credential, 404 unknown, "
+        "409 a conflict, 413 the body is too large, 422 a bad body; ``detail`` says what and where, ``errors`` "
+        "lists validation errors by location, never with the value sent.",
+        "content": {
+            PROBLEM_JSON: {
+                "schema": {
+                    "type": "object",
+                    "required": ["type", "title", "status"],
+                    "properties": {
+                        "type": {"type": "string"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                        "errors": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "loc": {"type": "array", "items": {"type": ["string", "integer"]}},
+                                    "msg": {"type": "string"},
+                                    "type": {"type": "string"},
+                                },
+                            },
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
 
 def problem(
     status: int, detail: str | None = None, *, headers: Mapping[str, str] | None = None, **members: Any

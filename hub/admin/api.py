@@ -20,6 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hub.adapters.problem_json import CLIENT_ERROR_RESPONSES
 from hub.admin.accounting_api import build_accounting_router
 from hub.admin.facilities_api import build_facilities_router
 from hub.admin.params import MAX_FILTER, PartnerId
@@ -76,7 +77,9 @@ def build_admin_router(
             headers={"WWW-Authenticate": 'Bearer realm="carehub-admin"'},
         )
 
-    router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_operator)])
+    router = APIRouter(
+        prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_operator)], responses=CLIENT_ERROR_RESPONSES
+    )
 
     @router.post("/partners", status_code=status.HTTP_201_CREATED)
     async def create_partner(partner_in: PartnerIn) -> dict[str, Any]:
