@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hub.adapters.cds_hooks import build_cds_router, payload_too_large
 from hub.adapters.cds_hooks_store import SqlConsultStore
+from hub.adapters.fhir_disclosure import PolicyReads
 from hub.adapters.fhir_rest import build_fhir_router, error_response, install_fhir_error_handlers
 from hub.adapters.http_guard import GuardedFastAPI
 from hub.adapters.mllp import start_mllp_server
@@ -63,6 +64,9 @@ log = structlog.get_logger(__name__)
 
 #: The control-plane secret that keys record proofs when ``HUB_RECORD_KEY`` is unset (docs/adr/0010).
 RECORD_PROOF_SECRET = "record-proof"  # noqa: S105 - the name of a secret, not one
+
+#: The control-plane secret that keys server-assigned resource ids (``hub.adapters.fhir_intake.keyed_resource_id``).
+RESOURCE_ID_SECRET = "resource-ids"  # noqa: S105 - the name of a secret, not one
 
 
 @dataclass
@@ -114,6 +118,19 @@ def sharing_policies(settings: Settings) -> Policies:
     )
 
 
+def partner_reads(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> PolicyReads:
+    """The FHIR edge's read gate: the route stage's decision (same engine, same policies), on fresh reads
+    of the patient's consents and rosters (no cache: a revocation's 2xx closes the REST path at once)."""
+    return PolicyReads(
+        decide=engine_decider(sharing_policies(settings)),
+        patients=SqlPatientIndex(sessions),
+        consents=SqlConsentSource(sessions, ttl_s=0.0),
+        directory=SqlPartnerDirectory(sessions, ttl_s=1.0),
+        audit=SqlAuditLog(sessions),
+        rosters=SqlRosterSource(sessions, ttl_s=0.0),
+    )
+
+
 async def record_proof(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> RecordProof:
     """The hub's record proof: ``HUB_RECORD_KEY`` (and ``HUB_RECORD_KEY_PREVIOUS``), or, when it is unset,
     the random key kept in the control-plane database, the same for every process on it."""
@@ -132,6 +149,7 @@ def build_http_app(
     authenticator: SqlAuthenticator,
     publisher: AioKafkaRecordPublisher,
     on_partner_created: PartnerCreated,
+    id_key: bytes | None = None,
 ) -> FastAPI:
     """The HTTP application: FHIR R4 API under /fhir, CDS Hooks under /cds-services, admin API under /admin/v1.
 
@@ -154,6 +172,8 @@ def build_http_app(
             store=SqlResourceStore(sessions),
             max_body_bytes=settings.max_body_bytes,
             events=EdgeNormalizer(patients=SqlPatientIndex(sessions), publisher=publisher),
+            reads=partner_reads(settings, sessions),
+            id_key=id_key,
         ),
         prefix="/fhir",
     )
@@ -295,6 +315,7 @@ async def running_hub(
                 settings=settings, sessions=sessions,
                 authenticator=SqlAuthenticator(sessions, admin_token=admin_token),
                 publisher=publisher, on_partner_created=partner_created,
+                id_key=await hub_secret(sessions, RESOURCE_ID_SECRET),
             )
             app.state.roster_changed = roster_source.invalidate  # read by hub.admin.rosters_api
             hub.http_url = await _start_http(app, settings, stack)

@@ -7,17 +7,23 @@ caller; nothing here touches a store. The rules:
   edge serves. Community-based organizations create nothing; they update the Tasks they own.
 * **Consent** (create or update): the operator for any patient, a hospital for its own patients only
   (:func:`check_may_write_consent`); never a CBO.
-* **Read**: the operator reads everything. A partner that sent any version of a resource reads all
-  of its versions (the current one included, so a hospital sees the CBO's update of its Task). Any
-  other partner reads only the versions whose event the audit shows was *permitted* to it, and the
-  newest of those is what ``GET /Type/id`` returns. Everything else is answered 404, exactly as if
-  the resource did not exist: the hub does not confirm that another partner's resource exists.
+* **Read** (:func:`read_plan`): the operator and the partner that created a resource read every version
+  whole (so a hospital sees the CBO's update of its Task). Any other partner reads the versions it sent
+  itself, and a version another partner sent only when the audit shows its event was *permitted* to it
+  *and* the read gate (``fhir_disclosure``: the consent engine now, audited) permits it, redacted as
+  delivery redacts it; the newest such version is what ``GET /Type/id`` returns. Everything else is
+  answered 404, exactly as if the resource did not exist: the hub does not confirm that another
+  partner's resource exists.
 * **Update** of a stored resource: the operator and the partner that created it may change anything.
   The partner a Task's ``owner`` names (or that already updated the Task) may update the Task within
   Gravity's rules (:func:`task_update_issues`): it may not change who or what the Task is about, nor
-  reopen a closed Task, nor set the statuses that belong to the requester. Anyone else may not: 403
-  when it can read the resource, otherwise 409 (the id is taken; the client picked an id that another
-  partner's resource holds).
+  reopen a closed Task, nor set the statuses that belong to the requester. Anyone else that may read the
+  resource gets 403.
+* **Update-as-create** (:func:`check_update_as_create`): a PUT of an id the caller may not know of (unused,
+  or held by a resource it can neither read nor act on) is answered exactly alike, so no status code
+  tells a partner that another partner's resource exists. The operator may create any id; a hospital
+  only ids in its own id space, ``<partner id>.<anything>`` (partner ids have no dot, so the spaces are
+  disjoint; server-assigned ids are UUIDs), anything else is 405; a CBO creates nothing (403).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import orjson
 from hub.adapters.fhir_facts import TERMINAL_TASK_STATUSES, partner_namespace
 from hub.adapters.fhir_store import StoredVersion
 from hub.adapters.fhir_validation import FhirIssue, FhirValidationError
-from hub.adapters.operation_outcome import ResourceConflict
+from hub.adapters.operation_outcome import ResourceConflict, UpdateCreateRefused
 from hub.errors import NotAuthorized
 from hub.ports import Principal
 
@@ -84,13 +90,23 @@ def is_participant(principal: Principal, versions: Sequence[StoredVersion]) -> b
     return principal.is_operator or any(version.sender == sender for version in versions)
 
 
-def readable_versions(
+def read_plan(
     principal: Principal, versions: Sequence[StoredVersion], delivered: frozenset[str]
-) -> list[StoredVersion]:
-    """The versions the caller may read (see the module docstring), oldest first."""
-    if is_participant(principal, versions):
-        return list(versions)
-    return [version for version in versions if version.event_id is not None and version.event_id in delivered]
+) -> list[tuple[StoredVersion, bool]]:
+    """The versions the caller may be shown, oldest first, each with ``True`` when it is shown whole and
+    ``False`` when only the read gate (the consent engine, now, redacted as delivery redacts) may show it.
+
+    The operator and the resource's creator: every version whole. Any other partner: the versions it sent
+    whole, and those whose event ``delivered`` (the audit's permits to it) names, through the gate.
+    """
+    sender = sender_of(principal)
+    if principal.is_operator or (versions and versions[0].sender == sender):
+        return [(version, True) for version in versions]
+    return [
+        (version, version.sender == sender)
+        for version in versions
+        if version.sender == sender or (version.event_id is not None and version.event_id in delivered)
+    ]
 
 
 def owner_of(content: Mapping[str, Any]) -> str | None:
@@ -107,18 +123,48 @@ def owner_of(content: Mapping[str, Any]) -> str | None:
     return None
 
 
+def own_id_prefix(principal: Principal) -> str:
+    """The prefix of the ids a partner may choose itself with update-as-create (``<partner id>.``)."""
+    return f"{sender_of(principal)}."
+
+
+def check_update_as_create(
+    principal: Principal, resource_type: str, resource_id: str, *, stored: bool, known: bool
+) -> None:
+    """Raise unless the caller may create ``resource_id`` with PUT (see the module docstring).
+
+    ``stored``: a resource holds the id; ``known``: the caller may know that (it may read or act on it).
+    Nothing to check when ``known`` (that is an update). Raises ``NotAuthorized`` (403) for a CBO,
+    ``UpdateCreateRefused`` (405) for an id outside the caller's id space, and ``ResourceConflict`` (409)
+    only for an id in the caller's own space that the operator used.
+    """
+    if known or principal.is_operator:
+        return
+    check_may_create(principal)
+    prefix = own_id_prefix(principal)
+    if not resource_id.startswith(prefix) or len(resource_id) == len(prefix):
+        raise UpdateCreateRefused(
+            f"partners may create with PUT only ids in their own id space ({prefix}<your id>); create with POST "
+            f"to let the server assign an id, or PUT an id that starts with {prefix}",
+            expression=f"{resource_type}.id",
+        )
+    if stored:
+        raise ResourceConflict(
+            f"the {resource_type} id {resource_id!r} in your id space is already used by the HIE operator",
+            expression=f"{resource_type}.id",
+        )
+
+
 def check_may_update(
     principal: Principal,
     resource_type: str,
     versions: Sequence[StoredVersion],
     new_data: Mapping[str, Any],
-    *,
-    delivered: frozenset[str],
 ) -> None:
-    """Raise unless the caller may store ``new_data`` as the next version of a stored resource.
+    """Raise unless the caller may store ``new_data`` as the next version of a resource it may know of
+    (``versions`` empty: an update-as-create, see :func:`check_update_as_create`).
 
-    ``NotAuthorized`` (403), ``ResourceConflict`` (409) or ``FhirValidationError`` (422 for a Task
-    update outside Gravity's rules).
+    ``NotAuthorized`` (403) or ``FhirValidationError`` (422 for a Task update outside Gravity's rules).
     """
     if not versions:
         check_may_create(principal)
@@ -136,13 +182,7 @@ def check_may_update(
         if issues:
             raise FhirValidationError(issues)
         return
-    if readable_versions(principal, versions, delivered):
-        raise NotAuthorized(f"you may read this {resource_type} but only the partner that created it may change it")
-    raise ResourceConflict(
-        f"this {resource_type} id is already used by a resource you cannot see; choose another id "
-        f"or create with POST and let the server assign one",
-        expression=f"{resource_type}.id",
-    )
+    raise NotAuthorized(f"you may read this {resource_type} but only the partner that created it may change it")
 
 
 def task_update_issues(current: Mapping[str, Any], new: Mapping[str, Any]) -> list[FhirIssue]:

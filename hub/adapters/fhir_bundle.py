@@ -45,9 +45,10 @@ from typing import Any
 
 import orjson
 
-from hub.adapters.fhir_access import DIRECTORY_TYPES, SUPPORTED_TYPES, check_may_create, sender_of
+from hub.adapters.fhir_access import DIRECTORY_TYPES, SUPPORTED_TYPES, check_may_create
+from hub.adapters.fhir_disclosure import Shown
 from hub.adapters.fhir_intake import BundleContext, Intake, Planned, check_supported, parse_if_none_exist
-from hub.adapters.fhir_store import StoredVersion, etag, instant, render
+from hub.adapters.fhir_store import StoredVersion, etag, instant
 from hub.adapters.fhir_validation import (
     FhirIssue,
     FhirValidationError,
@@ -57,7 +58,6 @@ from hub.adapters.fhir_validation import (
 )
 from hub.adapters.operation_outcome import AuthenticationRequired, Forbidden, http_status_for, outcome_for
 from hub.errors import HubError, InvalidInput, NotAuthorized
-from hub.events import event_id
 from hub.ports import Principal
 
 MAX_BUNDLE_ENTRIES = 100
@@ -80,7 +80,7 @@ class EntrySpec:
     version_id: int | None = None
     if_none_exist: str | None = None
     resource_id: str = ""
-    match: StoredVersion | None = None
+    match: Shown | None = None
     model: Any = None
 
     @property
@@ -208,13 +208,13 @@ def _specs(entries: Sequence[Any]) -> tuple[list[EntrySpec], list[FhirIssue]]:
     return specs, issues
 
 
-def _assign_ids(specs: Sequence[EntrySpec], sender: str) -> None:
+def _assign_ids(specs: Sequence[EntrySpec], principal: Principal, intake: Intake) -> None:
     for spec in specs:
         if spec.match is not None:
-            spec.resource_id = spec.match.resource_id
+            spec.resource_id = spec.match.version.resource_id
         elif spec.method == "POST" and spec.resource is not None:
             canonical = orjson.dumps(spec.resource, option=orjson.OPT_SORT_KEYS)
-            spec.resource_id = event_id(sender, spec.resource_type, canonical)
+            spec.resource_id = intake.new_id(principal, spec.resource_type, canonical)
         else:
             spec.resource_id = spec.url_id or ""
 
@@ -296,7 +296,8 @@ def _at_entry(error: HubError, spec: EntrySpec) -> HubError:
 async def _plan(principal: Principal, spec: EntrySpec, intake: Intake, context: BundleContext) -> Planned | None:
     """Plan one POST or PUT entry (GET entries are read after the commit)."""
     if spec.match is not None:
-        return Planned(spec.resource_type, spec.match.resource_id, 200, existing=spec.match)
+        match = spec.match
+        return Planned(spec.resource_type, match.version.resource_id, 200, existing=match.version, view=match)
     if spec.resource is None:
         return None
     event_body = orjson.dumps({**spec.resource, "id": spec.resource_id}).decode("utf-8")
@@ -335,16 +336,19 @@ def _local_patients(specs: Sequence[EntrySpec]) -> BundleContext:
     return context
 
 
-def _response_entry(status: int, version: StoredVersion | None, *, with_resource: bool = False) -> dict[str, Any]:
+def _response_entry(status: int, version: StoredVersion | None, *, shown: Shown | None = None) -> dict[str, Any]:
+    """A response entry; ``shown`` (a read) carries the resource as the caller may see it."""
     response: dict[str, Any] = {"status": f"{status} {http.HTTPStatus(status).phrase}"}
     entry: dict[str, Any] = {}
+    if shown is not None:
+        version = shown.version
     if version is not None:
-        if status in {200, 201} and not with_resource:
+        if status in {200, 201} and shown is None:
             response["location"] = f"{version.resource_type}/{version.resource_id}/_history/{version.version_id}"
         response["etag"] = etag(version)
         response["lastModified"] = instant(version)
-        if with_resource:
-            entry["resource"] = render(version)
+        if shown is not None:
+            entry["resource"] = shown.resource
     entry["response"] = response
     return entry
 
@@ -363,7 +367,7 @@ async def _transaction(principal: Principal, entries: Sequence[Any], *, intake: 
     if issues:
         raise FhirValidationError(issues)
     await _resolve_conditions(principal, specs, intake)
-    _assign_ids(specs, sender_of(principal))
+    _assign_ids(specs, principal, intake)
     mapping, issues = _targets(specs)
     for spec in specs:
         if spec.resource is not None and spec.match is None:
@@ -393,36 +397,35 @@ async def _transaction(principal: Principal, entries: Sequence[Any], *, intake: 
     for spec in ordered:
         if spec.method == "GET":
             try:
-                version = await intake.read(principal, spec.resource_type, spec.url_id or "", spec.version_id)
+                shown = await intake.read(principal, spec.resource_type, spec.url_id or "", spec.version_id)
             except HubError as error:
                 raise _at_entry(error, spec) from error
-            answers[spec.index] = _response_entry(200, version, with_resource=True)
+            answers[spec.index] = _response_entry(200, None, shown=shown)
     return _response_bundle("transaction-response", [answers[spec.index] for spec in specs])
 
 
 async def _batch(principal: Principal, entries: Sequence[Any], *, intake: Intake) -> dict[str, Any]:
     answers = []
-    sender = sender_of(principal)
     for index, entry in enumerate(entries):
         try:
-            answers.append(await _batch_entry(principal, index, entry, sender=sender, intake=intake))
+            answers.append(await _batch_entry(principal, index, entry, intake=intake))
         except HubError as error:
             answers.append(_error_entry(error))
     return _response_bundle("batch-response", answers)
 
 
 async def _batch_entry(
-    principal: Principal, index: int, entry: Any, *, sender: str, intake: Intake
+    principal: Principal, index: int, entry: Any, *, intake: Intake
 ) -> dict[str, Any]:
     spec = _spec(index, entry)
     if spec.method == "GET":
         try:
-            version = await intake.read(principal, spec.resource_type, spec.url_id or "", spec.version_id)
+            shown = await intake.read(principal, spec.resource_type, spec.url_id or "", spec.version_id)
         except HubError as error:
             raise _at_entry(error, spec) from error
-        return _response_entry(200, version, with_resource=True)
+        return _response_entry(200, None, shown=shown)
     await _resolve_conditions(principal, [spec], intake)
-    _assign_ids([spec], sender)
+    _assign_ids([spec], principal, intake)
     if spec.resource is not None and spec.match is None:
         issues = list(_rewrite(spec.resource, {}, f"{spec.path}.resource")) or _validate(spec)
         if issues:

@@ -29,7 +29,11 @@ no-op answered 200; ``If-None-Exist`` answers 200 with the one match, 412 with s
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 import urllib.parse
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,10 +47,13 @@ from hub.adapters.fhir_access import (
     check_may_create,
     check_may_update,
     check_may_write_consent,
+    check_update_as_create,
     is_participant,
-    readable_versions,
+    owner_of,
+    read_plan,
     sender_of,
 )
+from hub.adapters.fhir_disclosure import NoReads, ReadGate, Shown, shown_whole
 from hub.adapters.fhir_facts import (
     CONSENT_CHANGE,
     consent_facts,
@@ -61,7 +68,7 @@ from hub.adapters.fhir_facts import (
     task_focus,
 )
 from hub.adapters.fhir_store import NewVersion, ResourceStore, StoredVersion, stored_content
-from hub.adapters.fhir_validation import FhirIssue, FhirValidationError, reference_type
+from hub.adapters.fhir_validation import FhirIssue, FhirValidationError, reference_type, validate_resource
 from hub.adapters.operation_outcome import PreconditionFailed, ResourceConflict, ResourceNotFound
 from hub.consent.model import consent_from_fhir
 from hub.control.resources import content_hash
@@ -98,6 +105,7 @@ class Planned:
     existing: StoredVersion | None = None
     event: IngressRecord | None = None
     facts: RoutingFacts | None = None
+    view: Shown | None = None
 
 
 @dataclass
@@ -112,6 +120,12 @@ class BundleContext:
 
     patients: dict[str, Any] = field(default_factory=dict)
     referral_patients: dict[str, str] = field(default_factory=dict)
+
+
+def keyed_resource_id(key: bytes, sender: str, resource_type: str, body: bytes) -> str:
+    """A UUID (version 4 layout) from HMAC-SHA256 under ``key`` of the sender, type and body (pure)."""
+    digest = hmac.new(key, b"\x00".join((sender.encode(), resource_type.encode(), body)), hashlib.sha256).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
 def parse_if_none_exist(value: str) -> tuple[str | None, str]:
@@ -157,10 +171,26 @@ def check_supported(resource_type: str) -> None:
 class Intake:
     """Creates, updates and reads of the edge's resource types, over the ingress writer and the store."""
 
-    def __init__(self, *, ingress: IngressWriter, store: ResourceStore, events: EventWriter | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        ingress: IngressWriter,
+        store: ResourceStore,
+        events: EventWriter | None = None,
+        reads: ReadGate | None = None,
+        id_key: bytes | None = None,
+    ) -> None:
+        self._id_key = id_key if id_key is not None else secrets.token_bytes(32)
         self._ingress = ingress
         self._store = store
         self._events = events
+        self._reads: ReadGate = reads if reads is not None else NoReads()
+
+    def new_id(self, principal: Principal, resource_type: str, body: bytes) -> str:
+        """The server-assigned id of a create: the same for the same sender, type and bytes (a retry finds
+        its resource), and not predictable by anyone without the hub's id key (no partner can compute,
+        squat or confirm another partner's ids). A UUID, so it never falls in a partner's own id space."""
+        return keyed_resource_id(self._id_key, sender_of(principal), resource_type, body)
 
     # --- plan ------------------------------------------------------------------------------------
 
@@ -186,7 +216,7 @@ class Intake:
         if if_none_exist is not None:
             match = await self.conditional_match(principal, resource_type, if_none_exist)
             if match is not None:
-                return Planned(resource_type, match.resource_id, 200, existing=match)
+                return Planned(resource_type, match.version.resource_id, 200, existing=match.version, view=match)
         content = stored_content(data, resource_id)
         versions = await self._store.versions(resource_type, resource_id)
         if versions:
@@ -219,15 +249,19 @@ class Intake:
         """
         resource_type: str = data["resourceType"]
         check_supported(resource_type)
-        versions = await self._store.versions(resource_type, resource_id)
+        stored = await self._store.versions(resource_type, resource_id)
+        # A resource the caller can neither read nor act on is answered exactly as an unused id (no
+        # status code tells a partner that another partner's resource exists), unless nothing but its
+        # existence stops the caller from creating it (an id in its own id space held by the operator).
+        versions = stored if await self._may_know_of(principal, resource_type, stored) else []
+        check_update_as_create(principal, resource_type, resource_id, stored=bool(stored), known=bool(versions))
         current = versions[-1] if versions else None
         if if_match is not None and (current is None or current.version_id != if_match):
             raise PreconditionFailed(
                 f"If-Match names version {if_match}, but the current version is "
                 f"{current.version_id if current else 'none (the resource does not exist)'}"
             )
-        delivered = await self._delivered_to(principal, versions)
-        check_may_update(principal, resource_type, versions, data, delivered=delivered)
+        check_may_update(principal, resource_type, versions, data)
         if resource_type == "Consent":
             await self._check_consent(principal, data, model, sender=versions[0].sender if versions else None)
         content = stored_content(data, resource_id)
@@ -389,9 +423,7 @@ class Intake:
             return None
         return versions[-1].patient_source
 
-    async def conditional_match(
-        self, principal: Principal, resource_type: str, if_none_exist: str
-    ) -> StoredVersion | None:
+    async def conditional_match(self, principal: Principal, resource_type: str, if_none_exist: str) -> Shown | None:
         """The one resource ``If-None-Exist`` matches among those the caller may read, or None.
 
         Raises ``PreconditionFailed`` (412 ``multiple-matches``) when several match, ``InvalidInput``
@@ -400,10 +432,9 @@ class Intake:
         system, value = parse_if_none_exist(if_none_exist)
         matches = []
         for version in await self._store.find_by_identifier(resource_type, system, value):
-            versions = await self._store.versions(resource_type, version.resource_id)
-            visible = readable_versions(principal, versions, await self._delivered_to(principal, versions))
-            if visible:
-                matches.append(visible[-1])
+            shown = await self._shown(principal, await self._store.versions(resource_type, version.resource_id))
+            if shown is not None:
+                matches.append(shown)
         if len(matches) > 1:
             raise PreconditionFailed(
                 f"If-None-Exist matches {len(matches)} {resource_type} resources; make the condition more selective",
@@ -412,19 +443,65 @@ class Intake:
         return matches[0] if matches else None
 
     async def _delivered_to(self, principal: Principal, versions: Sequence[StoredVersion]) -> frozenset[str]:
-        if not versions or is_participant(principal, versions):
-            return frozenset()
-        events = [v.event_id for v in versions if v.event_id is not None]
-        return await self._store.delivered(sender_of(principal), events) if events else frozenset()
+        sender = sender_of(principal)
+        events = [v.event_id for v in versions if v.event_id is not None and v.sender != sender]
+        return await self._store.delivered(sender, events) if events else frozenset()
 
-    async def search_about_patient(self, principal: Principal, resource_type: str, source: str) -> list[StoredVersion]:
-        """Current versions of ``resource_type`` about the patient ``source`` names that the caller may read."""
+    async def _may_know_of(self, principal: Principal, resource_type: str, versions: Sequence[StoredVersion]) -> bool:
+        """True when the caller may learn that this resource exists: it may read a version of it, or it is
+        the partner a Task's ``owner`` names (Gravity: the owner answers the Task)."""
+        if not versions or is_participant(principal, versions):
+            return bool(versions)
+        owner = owner_of(orjson.loads(versions[-1].content)) if resource_type == "Task" else None
+        if owner is not None and owner == principal.organization:
+            return True
+        return bool(await self._delivered_to(principal, versions))
+
+    async def _shown(
+        self, principal: Principal, versions: Sequence[StoredVersion], version_id: int | None = None
+    ) -> Shown | None:
+        """The newest version (or version ``version_id``) the caller may read, as it may see it; None if none.
+
+        The operator and the resource's creator see every version whole; a partner sees the versions it
+        sent whole, and a version another partner sent only when the audit shows its event was delivered
+        to it and the read gate (the consent engine, now) permits it, redacted as delivery redacts.
+        """
+        plan = [(v, whole) for v, whole in read_plan(principal, versions, await self._delivered_to(principal, versions))
+                if version_id is None or v.version_id == version_id]
+        for version, whole in reversed(plan):
+            if whole:
+                return shown_whole(version)
+            facts = self._stored_facts(versions, version)
+            shown = await self._reads.disclose(principal, facts, version) if facts is not None else None
+            if shown is not None:
+                return shown
+        return None
+
+    def _stored_facts(self, versions: Sequence[StoredVersion], version: StoredVersion) -> RoutingFacts | None:
+        """The routing facts of a stored version, as the edge extracted them when it was accepted (None when
+        they cannot be extracted again: then nothing is shown)."""
+        index = versions.index(version)
+        try:
+            data = orjson.loads(version.content)
+            model = validate_resource(data, expected_type=version.resource_type)
+            facts = self._facts(
+                model, namespace=versions[0].sender, resource_id=version.resource_id,
+                previous=orjson.loads(versions[index - 1].content) if index else None, context=None,
+                patient_fallback=version.patient_source,
+            )
+        except (InvalidInput, ValueError):
+            return None
+        return facts.model_copy(update={"sender": version.sender, "patient_source": version.patient_source})
+
+    async def search_about_patient(self, principal: Principal, resource_type: str, source: str) -> list[Shown]:
+        """Current versions of ``resource_type`` about the patient ``source`` names that the caller may read,
+        as it may see them."""
         found = []
         for current in await self._store.about_patient(resource_type, source):
             versions = await self._store.versions(resource_type, current.resource_id)
-            visible = readable_versions(principal, versions, await self._delivered_to(principal, versions))
-            if visible and visible[-1].version_id == versions[-1].version_id:
-                found.append(visible[-1])
+            shown = await self._shown(principal, versions)
+            if shown is not None and shown.version.version_id == versions[-1].version_id:
+                found.append(shown)
         return found
 
     # --- commit ----------------------------------------------------------------------------------
@@ -457,22 +534,20 @@ class Intake:
 
     async def read(
         self, principal: Principal, resource_type: str, resource_id: str, version_id: int | None = None
-    ) -> StoredVersion:
-        """The current (or the given) version the caller may read; ``ResourceNotFound`` otherwise."""
+    ) -> Shown:
+        """The current (or the given) version the caller may read, as it may see it; ``ResourceNotFound``
+        otherwise (the same answer whether or not the resource exists)."""
         check_supported(resource_type)
         try:
             versions = await self._store.versions(resource_type, resource_id)
         except InvalidInput as error:
             raise ResourceNotFound(f"there is no {resource_type} with that id") from error
-        visible = readable_versions(principal, versions, await self._delivered_to(principal, versions))
-        if not visible:
+        shown = await self._shown(principal, versions, version_id)
+        if shown is None and version_id is None:
             raise ResourceNotFound(f"there is no {resource_type} with that id (or you may not read it)")
-        if version_id is None:
-            return visible[-1]
-        for version in visible:
-            if version.version_id == version_id:
-                return version
-        raise ResourceNotFound(f"there is no version {version_id} of that {resource_type} that you may read")
+        if shown is None:
+            raise ResourceNotFound(f"there is no version {version_id} of that {resource_type} that you may read")
+        return shown
 
 
 def consent_issues(data: Mapping[str, Any]) -> list[FhirIssue]:

@@ -37,9 +37,11 @@ an error. The checks run cheapest and least revealing first:
   ``invariant`` with the FHIRPath of each problem (see ``fhir_validation``);
 * hub rules (a referral's subject must be a Patient; Gravity's Task rules for owners) -> 422
   ``business-rule`` / ``required``;
-* not found, or not readable by this caller -> 404 ``not-found``; an id held by another partner's
-  resource -> 409 ``conflict``; ``If-None-Exist`` matching several -> 412 ``multiple-matches``;
-  ``If-Match`` naming another version -> 412 ``conflict``;
+* not found, or not readable by this caller -> 404 ``not-found``, the same answer either way; a partner's
+  PUT of an id it may not know of outside its own id space (``<partner id>.<anything>``) -> 405
+  ``not-supported``, whether or not the id is used (``fhir_access.check_update_as_create``);
+  ``If-None-Exist`` matching several -> 412 ``multiple-matches``; ``If-Match`` naming another version
+  -> 412 ``conflict``;
 * the broker did not acknowledge, or the store did not answer (``RetryableError``) -> 503
   ``transient`` with ``Retry-After``.
 
@@ -47,10 +49,12 @@ an error. The checks run cheapest and least revealing first:
 resources that are not acceptable (FHIR RESTful API: "violated applicable FHIR profiles or server
 business rules"). Every error body is an OperationOutcome.
 
-Ids: a create's id is the event id of (sender, type, exact bytes), so a client retrying after a lost
-response gets the same id and ``ce_id`` and nothing is created twice (the retry is answered 201 with
-the stored version 1). A PUT of content identical to the current version is answered 200 and writes
-nothing. The event carries the request body byte for byte; the response is the resource as stored,
+Ids: a create's id is an HMAC, under the hub's id key, of (sender, type, exact bytes), so a client
+retrying after a lost response gets the same id and ``ce_id`` and nothing is created twice (the retry
+is answered 201 with the stored version 1), while no other partner can predict, squat or confirm it.
+Reads show a partner what another partner sent only through the read gate (``fhir_disclosure``): the
+same consent decision and redaction as delivery, audited. A PUT of content identical to the current
+version is answered 200 and writes nothing. The event carries the request body byte for byte; the response is the resource as stored,
 with ``meta.versionId`` and ``meta.lastUpdated`` set by the server.
 """
 
@@ -74,6 +78,7 @@ from hub.adapters.fhir_access import DIRECTORY_TYPES, SUPPORTED_TYPES, check_may
 from hub.adapters.fhir_bundle import process_bundle
 from hub.adapters.fhir_consent_reading import answer as consent_answer
 from hub.adapters.fhir_consent_reading import read_liberally
+from hub.adapters.fhir_disclosure import ReadGate, Shown
 from hub.adapters.fhir_facts import partner_namespace
 from hub.adapters.fhir_intake import Intake, check_supported, parse_if_match
 from hub.adapters.fhir_store import ResourceStore, StoredVersion, etag, render
@@ -90,7 +95,6 @@ from hub.adapters.operation_outcome import (
     outcome_for,
 )
 from hub.errors import HubError, InvalidInput, NotAuthorized, RetryableError
-from hub.events import event_id
 from hub.ports import Authenticator, EventWriter, IngressWriter, Principal
 
 #: Seconds a client should wait before retrying after a 503.
@@ -131,15 +135,21 @@ def build_fhir_router(
     store: ResourceStore,
     max_body_bytes: int,
     events: EventWriter | None = None,
+    reads: ReadGate | None = None,
+    id_key: bytes | None = None,
 ) -> APIRouter:
     """The FHIR R4 router (mount it with prefix ``/fhir``).
 
     Handlers close over ``authenticator``, ``ingress``, ``events`` (consent changes straight to
-    ``hub.events``; None: through ``hub.ingress`` like the rest), ``store`` and ``max_body_bytes``;
-    nothing is global.
+    ``hub.events``; None: through ``hub.ingress`` like the rest), ``store``, ``max_body_bytes`` and
+    ``reads`` (the gate that decides a partner's read of what another partner sent; None: no such read
+    is ever shown) and ``id_key`` (the key of server-assigned ids; keep it stable across restarts so a
+    retried create finds its resource: the composition root keeps it in the control plane; None: random
+    per router); nothing is global.
     """
     api = _FhirApi(
-        authenticator=authenticator, ingress=ingress, store=store, max_body_bytes=max_body_bytes, events=events
+        authenticator=authenticator, ingress=ingress, store=store, max_body_bytes=max_body_bytes, events=events,
+        reads=reads, id_key=id_key,
     )
     router = APIRouter(tags=["FHIR R4"])
     router.add_api_route(
@@ -202,12 +212,14 @@ class _FhirApi:
         store: ResourceStore,
         max_body_bytes: int,
         events: EventWriter | None = None,
+        reads: ReadGate | None = None,
+        id_key: bytes | None = None,
     ) -> None:
         self._authenticator = authenticator
         self._ingress = ingress
         self._store = store
         self._max_body_bytes = max_body_bytes
-        self._intake = Intake(ingress=ingress, store=store, events=events)
+        self._intake = Intake(ingress=ingress, store=store, events=events, reads=reads, id_key=id_key)
         self._software_version = _software_version()
 
     async def metadata(self, request: Request) -> Response:
@@ -268,14 +280,14 @@ class _FhirApi:
                 principal,
                 data,
                 model,
-                resource_id=event_id(sender_of(principal), resource_type, body),
+                resource_id=self._intake.new_id(principal, resource_type, body),
                 event_body=body.decode("utf-8"),
                 if_none_exist=request.headers.get("if-none-exist"),
             )
             [version] = await self._intake.commit([planned])
         except HubError as error:
             return error_response(error)
-        response = _resource_response(planned.status, version, _base(request, f"/{resource_type}"))
+        response = _resource_response(planned.status, version, _base(request, f"/{resource_type}"), planned.view)
         return consent_answer(resource_type, request.headers, notes, response)
 
     async def update(self, request: Request, resource_type: str, resource_id: str) -> Response:
@@ -329,12 +341,12 @@ class _FhirApi:
             check_supported(resource_type)
             if not _is_fhir_id(resource_id) or (version_id is not None and not _is_version(version_id)):
                 raise ResourceNotFound(f"there is no {resource_type} with that id")
-            version = await self._intake.read(
+            shown = await self._intake.read(
                 principal, resource_type, resource_id, int(version_id) if version_id is not None else None
             )
         except HubError as error:
             return error_response(error)
-        return _fhir_json(200, render(version), headers=_version_headers(version))
+        return _fhir_json(200, shown.resource, headers={**_version_headers(shown.version), **shown.headers})
 
 
 #: Resource types with a search interaction (by patient).
@@ -376,8 +388,8 @@ def search_patient_source(params: list[tuple[str, str]], *, sender: str) -> str:
     return f"{namespace}:{reference}"
 
 
-def searchset(found: list[StoredVersion], *, base: str, self_url: str) -> dict[str, Any]:
-    """A FHIR searchset Bundle of ``found``."""
+def searchset(found: list[Shown], *, base: str, self_url: str) -> dict[str, Any]:
+    """A FHIR searchset Bundle of ``found`` (each resource as the caller may see it)."""
     return {
         "resourceType": "Bundle",
         "type": "searchset",
@@ -385,11 +397,11 @@ def searchset(found: list[StoredVersion], *, base: str, self_url: str) -> dict[s
         "link": [{"relation": "self", "url": self_url}],
         "entry": [
             {
-                "fullUrl": f"{base}/{version.resource_type}/{version.resource_id}",
-                "resource": render(version),
+                "fullUrl": f"{base}/{shown.version.resource_type}/{shown.version.resource_id}",
+                "resource": shown.resource,
                 "search": {"mode": "match"},
             }
-            for version in found
+            for shown in found
         ],
     }
 
@@ -458,8 +470,9 @@ def _resource_capability(resource_type: str) -> dict[str, Any]:
     return {
         "type": resource_type,
         "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
-        "documentation": documentation + " A create's id is derived from the sender and the exact bytes, "
-        "so resending them is idempotent.",
+        "documentation": documentation + " A create's id is derived (keyed) from the sender and the exact "
+        "bytes, so resending them is idempotent. Partners create with PUT only ids in their own id space, "
+        "<partner id>.<your id>; the HIE operator any id.",
         "interaction": [{"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "create"}],
         "versioning": "versioned-update",
         "readHistory": False,
@@ -505,9 +518,12 @@ def _consent_capability() -> dict[str, Any]:
     }
 
 
-def _resource_response(status: int, version: StoredVersion, base: str) -> Response:
+def _resource_response(status: int, version: StoredVersion, base: str, shown: Shown | None = None) -> Response:
+    """A write's answer: the stored version, or (an ``If-None-Exist`` match) the match as the caller may see it."""
     headers = _version_headers(version)
     headers["Location"] = f"{base}/{version.resource_type}/{version.resource_id}/_history/{version.version_id}"
+    if shown is not None:
+        return _fhir_json(status, shown.resource, headers={**headers, **shown.headers})
     return _fhir_json(status, render(version), headers=headers)
 
 

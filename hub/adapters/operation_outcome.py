@@ -10,8 +10,9 @@ One table decides what every error looks like on the FHIR API (error -> status, 
 * :class:`ResourceNotFound` -> 404, ``not-found`` (also for a resource the caller may not see: the
   hub does not confirm that someone else's resource exists); ``not-supported`` for a resource type
   this server does not serve.
-* :class:`ResourceConflict` -> 409, ``conflict`` (an update-as-create whose id another partner's
-  resource already holds).
+* :class:`UpdateCreateRefused` -> 405, ``not-supported`` (a partner's update-as-create of an id outside
+  its own id space; answered the same whether or not the id is in use).
+* :class:`ResourceConflict` -> 409, ``conflict`` (a create whose id is already held).
 * :class:`PreconditionFailed` -> 412, ``multiple-matches`` (``If-None-Exist`` matched several
   resources) or ``conflict`` (``If-Match`` names another version).
 * ``FhirValidationError`` -> 422, one issue per problem with its FHIRPath.
@@ -80,6 +81,14 @@ class ResourceNotFound(InvalidInput):
         super().__init__(message, code=code)
 
 
+class UpdateCreateRefused(InvalidInput):
+    """A PUT of an id the caller does not know of, outside the ids it may choose (405, FHIR's answer when
+    "the server does not allow client defined ids")."""
+
+    def __init__(self, message: str, *, expression: str | None = None) -> None:
+        super().__init__(message, code="not-supported", expression=expression)
+
+
 class ResourceConflict(InvalidInput):
     """The request conflicts with the current state of the resource (409)."""
 
@@ -102,6 +111,8 @@ def http_status_for(error: HubError) -> int:
         return 403
     if isinstance(error, ResourceNotFound):
         return 404
+    if isinstance(error, UpdateCreateRefused):
+        return 405
     if isinstance(error, ResourceConflict):
         return 409
     if isinstance(error, PreconditionFailed):

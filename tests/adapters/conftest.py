@@ -12,9 +12,10 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
+from hub.adapters.fhir_intake import keyed_resource_id
 from hub.adapters.fhir_rest import build_fhir_router, install_fhir_error_handlers
 from hub.ports import Principal
-from tests.adapters.resource_fakes import FakeResourceStore
+from tests.adapters.resource_fakes import FakeReadGate, FakeResourceStore
 from tests.fakes import FakeAuthenticator, FakeIngressWriter
 
 HOSPITAL_TOKEN = "hospital-a-token"
@@ -22,6 +23,13 @@ HOSPITAL_B_TOKEN = "hospital-b-token"
 CBO_TOKEN = "cbo-token"
 OPERATOR_TOKEN = "operator-token"
 MAX_BODY_BYTES = 64 * 1024
+#: The key of server-assigned ids in the edge the tests build (the hub keeps its own in the control plane).
+ID_KEY = b"k" * 32
+
+
+def created_id(sender: str, resource_type: str, body: bytes) -> str:
+    """The id the test edge assigns to a create of ``body`` by ``sender``."""
+    return keyed_resource_id(ID_KEY, sender, resource_type, body)
 
 FHIR_JSON = "application/fhir+json"
 
@@ -95,8 +103,12 @@ def make_app(
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
     store: FakeResourceStore | None = None,
+    reads: FakeReadGate | None = None,
+    id_key: bytes = ID_KEY,
 ) -> FastAPI:
-    """The FHIR router mounted at /fhir on a bare app, with the FHIR error handlers installed."""
+    """The FHIR router mounted at /fhir on a bare app, with the FHIR error handlers installed; ``reads``
+    (default: a gate that permits what was delivered, redacted for the caller's kind) decides partners'
+    reads of what other partners sent."""
     app = FastAPI()
     app.include_router(
         build_fhir_router(
@@ -104,6 +116,8 @@ def make_app(
             ingress=ingress,
             store=store if store is not None else FakeResourceStore(),
             max_body_bytes=max_body_bytes,
+            reads=reads if reads is not None else FakeReadGate(),
+            id_key=id_key,
         ),
         prefix="/fhir",
     )

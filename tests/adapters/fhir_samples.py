@@ -34,7 +34,7 @@ _PRACTITIONER: dict[str, Any] = {
 
 _TASK: dict[str, Any] = {
     "resourceType": "Task",
-    "id": "task-1",
+    "id": "hosp-a.task-1",
     "status": "requested",
     "intent": "order",
     "code": {
@@ -49,7 +49,7 @@ _TASK: dict[str, Any] = {
 
 _ENCOUNTER: dict[str, Any] = {
     "resourceType": "Encounter",
-    "id": "enc-1",
+    "id": "hosp-a.enc-1",
     "status": "in-progress",
     "class": {"system": ACT_CODE, "code": "IMP", "display": "inpatient encounter"},
     "subject": {"reference": "Patient/123"},
@@ -74,12 +74,12 @@ def practitioner(**changes: Any) -> dict[str, Any]:
 
 
 def task(**changes: Any) -> dict[str, Any]:
-    """A Gravity referral Task (id task-1) owned by the food bank, focus ServiceRequest/sr-1."""
+    """A Gravity referral Task (id hosp-a.task-1) owned by the food bank, focus ServiceRequest/sr-1."""
     return {**copy.deepcopy(_TASK), **changes}
 
 
 def encounter(**changes: Any) -> dict[str, Any]:
-    """An in-progress inpatient Encounter (id enc-1) of Patient/123."""
+    """An in-progress inpatient Encounter (id hosp-a.enc-1) of Patient/123."""
     return {**copy.deepcopy(_ENCOUNTER), **changes}
 
 
@@ -177,3 +177,18 @@ def notification(event: str = "notification-admit") -> dict[str, Any]:
             },
         ],
     }
+
+
+def in_own_id_space(resources: list[dict[str, Any]], partner: str) -> list[dict[str, Any]]:
+    """The resources with their ids moved into ``partner``'s own id space (``<partner>.<id>``: partners may
+    create with PUT only there) and the references between them moved along, as a client would map its ids."""
+    moved = {f"{r['resourceType']}/{r['id']}": f"{r['resourceType']}/{partner}.{r['id']}" for r in resources}
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: walk(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        return moved.get(value, value) if isinstance(value, str) else value
+
+    return [{**walk(r), "id": f"{partner}.{r['id']}"} for r in resources]

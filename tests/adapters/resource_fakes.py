@@ -11,8 +11,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from hub.adapters.fhir_disclosure import Shown
+from hub.adapters.fhir_store import render
+from hub.consent.decision import Decision, Verdict
+from hub.consent.redaction import PROFILE_CBO, PROFILE_FULL, redaction_obligation
 from hub.control.resources import NewVersion, Saved, StoredVersion
+from hub.delivery.partner_view import read_view
 from hub.errors import StoreUnavailable
+from hub.events import RoutingFacts
+from hub.ports import Principal
 
 
 @dataclass
@@ -118,3 +125,23 @@ class FakeResourceStore:
     def all_versions(self) -> list[StoredVersion]:
         """Every stored version of every resource (for 'nothing was written' assertions)."""
         return [version for versions in self.resources.values() for version in versions]
+
+
+@dataclass
+class FakeReadGate:
+    """In-memory fake of the FHIR edge's ``ReadGate`` port (``hub.adapters.fhir_disclosure``).
+
+    Permits every read it is asked about, redacted as delivery redacts for the caller's kind (``cbo``
+    for a CBO, ``full`` for a hospital), except for the partners in ``deny``; records each question.
+    """
+
+    deny: set[str] = field(default_factory=set)
+    asked: list[tuple[str | None, str | None]] = field(default_factory=list)
+
+    async def disclose(self, principal: Principal, facts: RoutingFacts, version: StoredVersion) -> Shown | None:
+        self.asked.append((principal.partner_id, version.event_id))
+        if principal.partner_id in self.deny:
+            return None
+        profile = PROFILE_CBO if principal.kind == "cbo" else PROFILE_FULL
+        decision = Decision(Verdict.PERMIT, "fake:read", "permitted", "TREAT", (redaction_obligation(profile),))
+        return Shown(version, read_view(render(version), decision))

@@ -98,14 +98,14 @@ async def test_put_and_get_entries_update_and_read_in_the_same_transaction(edge:
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
-            {"request": {"method": "GET", "url": "Task/task-1"}},
-            {"resource": samples.task(), "request": {"method": "PUT", "url": "Task/task-1"}},
+            {"request": {"method": "GET", "url": "Task/hosp-a.task-1"}},
+            {"resource": samples.task(), "request": {"method": "PUT", "url": "Task/hosp-a.task-1"}},
         ],
     }
     response = await post_bundle(edge, bundle)
     first, second = response.json()["entry"]
     assert ("200 OK", "201 Created") == (first["response"]["status"], second["response"]["status"])
-    assert ("task-1", "1") == (first["resource"]["id"], first["resource"]["meta"]["versionId"])
+    assert ("hosp-a.task-1", "1") == (first["resource"]["id"], first["resource"]["meta"]["versionId"])
 
 
 async def test_absolute_restful_full_urls_resolve_their_relative_references(edge: Edge) -> None:
@@ -116,12 +116,12 @@ async def test_absolute_restful_full_urls_resolve_their_relative_references(edge
             {"fullUrl": "http://ehr.example/fhir/Patient/77", "resource": samples.patient(id="77"),
              "request": {"method": "POST", "url": "Patient"}},
             {"resource": samples.task(**{"for": {"reference": "Patient/77"}}),
-             "request": {"method": "PUT", "url": "Task/task-1"}},
+             "request": {"method": "PUT", "url": "Task/hosp-a.task-1"}},
         ],
     }
     response = await post_bundle(edge, bundle)
     assert 200 == response.status_code, response.text
-    task = (await edge.client.get("/fhir/Task/task-1", headers=auth())).json()
+    task = (await edge.client.get("/fhir/Task/hosp-a.task-1", headers=auth())).json()
     assert {"reference": locations(response)[0]} == task["for"]
 
 
@@ -140,11 +140,13 @@ async def test_a_transaction_with_one_bad_entry_writes_nothing(edge: Edge) -> No
 
 
 async def test_a_transaction_that_may_not_touch_one_resource_writes_nothing(edge: Edge) -> None:
-    await edge.client.put("/fhir/Task/task-1", content=samples.dumps(samples.task()), headers=auth(HOSPITAL_B_TOKEN))
+    """Hospital B's Task is invisible to A: A's PUT of its id is refused as for any id outside A's space."""
+    others = samples.task(id="hosp-b.task-1")
+    await edge.client.put("/fhir/Task/hosp-b.task-1", content=samples.dumps(others), headers=auth(HOSPITAL_B_TOKEN))
     bundle = samples.referral_transaction()
-    bundle["entry"][2] = {"resource": samples.task(), "request": {"method": "PUT", "url": "Task/task-1"}}
+    bundle["entry"][2] = {"resource": others, "request": {"method": "PUT", "url": "Task/hosp-b.task-1"}}
     response = await post_bundle(edge, bundle)
-    assert (409, "conflict", ["Bundle.entry[2].resource.id"]) == (
+    assert (405, "not-supported", ["Bundle.entry[2].resource.id"]) == (
         response.status_code, response.json()["issue"][0]["code"], response.json()["issue"][0]["expression"]
     )
     assert 1 == len(edge.ingress.written)
@@ -182,10 +184,10 @@ async def test_a_batch_answers_each_entry_on_its_own(edge: Edge) -> None:
         "type": "batch",
         "entry": [
             {"resource": samples.patient(), "request": {"method": "POST", "url": "Patient"}},
-            {"resource": samples.task(status="bogus"), "request": {"method": "PUT", "url": "Task/task-1"}},
+            {"resource": samples.task(status="bogus"), "request": {"method": "PUT", "url": "Task/hosp-a.task-1"}},
             {"resource": samples.task(id="task-2", **{"for": {"reference": "urn:uuid:nobody"}}),
              "request": {"method": "PUT", "url": "Task/task-2"}},
-            {"resource": samples.encounter(), "request": {"method": "PUT", "url": "Encounter/enc-1"}},
+            {"resource": samples.encounter(), "request": {"method": "PUT", "url": "Encounter/hosp-a.enc-1"}},
             {"request": {"method": "GET", "url": "Task/nothing"}},
         ],
     }
@@ -338,7 +340,8 @@ BROKEN: list[Any] = [
     p(Broken(422, "business-rule", f"{E1}.resource.subject.reference",
              body=bundle_with(resource(1, subject={"reference": "Group/1"}))), "referral-about-a-group"),
     p(Broken(409, "conflict", f"{E2}.resource.id", seed_foreign_task=True,
-             body=bundle_with(entry(2, resource=samples.task(), request={"method": "PUT", "url": "Task/task-1"}))),
+             body=bundle_with(entry(2, resource=samples.task(),
+                                    request={"method": "PUT", "url": "Task/hosp-a.task-1"}))),
       "foreign-id"),
     p(Broken(404, "not-found", E0, body=bundle_with(top(entry=[{"request": {"method": "GET", "url": "Task/none"}}]))),
       "get-unknown"),
@@ -353,11 +356,12 @@ def shared() -> ReusableEdge:
 
 
 def _foreign_task_store() -> FakeResourceStore:
-    """A store where hospital B already holds Task/task-1."""
+    """A store where hospital B already holds Task/hosp-a.task-1."""
     seed = FakeResourceStore()
-    seed.resources[("Task", "task-1")] = [
+    seed.resources[("Task", "hosp-a.task-1")] = [
         StoredVersion(
-            resource_type="Task", resource_id="task-1", version_id=1, last_updated=datetime(2025, 1, 1, tzinfo=UTC),
+            resource_type="Task", resource_id="hosp-a.task-1", version_id=1,
+            last_updated=datetime(2025, 1, 1, tzinfo=UTC),
             sender="hosp-b", content=orjson.dumps(samples.task()).decode(), content_hash="x", event_id="e-b",
         )
     ]

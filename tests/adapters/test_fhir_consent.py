@@ -98,9 +98,9 @@ async def test_revocation_by_status_is_a_new_version_and_a_new_event(edge: Edge)
 
 
 async def test_put_creates_a_consent_with_the_clients_id_and_a_repeat_writes_nothing(edge: Edge) -> None:
-    body = orjson.dumps(consent(id="optout-1"))
-    first = await edge.client.put("/fhir/Consent/optout-1", content=body, headers=auth())
-    again = await edge.client.put("/fhir/Consent/optout-1", content=body, headers=auth())
+    body = orjson.dumps(consent(id="hosp-a.optout-1"))
+    first = await edge.client.put("/fhir/Consent/hosp-a.optout-1", content=body, headers=auth())
+    again = await edge.client.put("/fhir/Consent/hosp-a.optout-1", content=body, headers=auth())
     assert (201, 200) == (first.status_code, again.status_code)
     assert 1 == len(edge.ingress.written)
 
@@ -346,7 +346,12 @@ async def test_another_hospital_neither_reads_nor_changes_nor_finds_a_consent(ed
         f"/fhir/Consent/{created['id']}", content=orjson.dumps(consent(id=created["id"], status="inactive")),
         headers=auth(HOSPITAL_B_TOKEN),
     )
-    assert 409 == change.status_code
+    unused = await edge.client.put(
+        "/fhir/Consent/0f0f0f0f-0000-4000-8000-000000000000",
+        content=orjson.dumps(consent(id="0f0f0f0f-0000-4000-8000-000000000000", status="inactive")),
+        headers=auth(HOSPITAL_B_TOKEN),
+    )
+    assert (405, unused.json()) == (change.status_code, change.json())  # no hint that the consent exists
     found = (await edge.client.get("/fhir/Consent?patient=urn:carehub:partner:hosp-a:Patient/123",
                                    headers=auth(HOSPITAL_B_TOKEN))).json()
     assert 0 == found["total"]

@@ -28,6 +28,7 @@ import pytest
 from fhir.resources.R4B.bundle import Bundle
 
 from hub.events import decode
+from tests.adapters import fhir_samples as samples
 from tests.adapters.conftest import auth, make_app
 from tests.adapters.resource_fakes import FakeResourceStore
 from tests.fakes import FakeIngressWriter
@@ -83,13 +84,17 @@ def test_the_corpus_holds_what_the_tests_expect() -> None:
 
 @pytest.mark.parametrize("path", CORE)
 async def test_every_core_example_is_created_by_post_and_by_put_and_reads_back(hub: Hub, path: Path) -> None:
-    """POST (server id) and PUT (its own id) both succeed; each is readable; each version is one event."""
+    """POST (server id) and PUT (its own id, in the hospital's id space) both succeed; each is readable; each
+    version is one event."""
     posted = path.read_bytes()
     data = orjson.loads(posted)
     resource_type = data["resourceType"]
     created = await hub.client.post(f"/fhir/{resource_type}", content=posted, headers=auth())
     assert 201 == created.status_code, f"{path.name}: {created.text}"
-    put = await hub.client.put(f"/fhir/{resource_type}/{data['id']}", content=posted, headers=auth())
+    own_id = f"hosp-a.{data['id']}"
+    put = await hub.client.put(
+        f"/fhir/{resource_type}/{own_id}", content=orjson.dumps({**data, "id": own_id}), headers=auth()
+    )
     assert 201 == put.status_code, f"{path.name}: {put.text}"
     for response in (created, put):
         read = await hub.client.get(response.headers["location"].split("/_history/")[0], headers=auth())
@@ -119,17 +124,19 @@ async def test_every_sdoh_json_example_is_created_or_refused_as_documented(hub: 
 
 
 async def test_the_sdoh_referral_as_one_transaction_keeps_its_own_ids_and_links_the_patient(hub: Hub) -> None:
-    """PUT entries keep the examples' ids, so their references resolve as written; the Task and the
-    ServiceRequest are keyed by the Patient's MRN from the same Bundle."""
+    """PUT entries keep the examples' ids (moved into the hospital's id space, references along), so their
+    references resolve as written; the Task and the ServiceRequest are keyed by the Patient's MRN from the
+    same Bundle."""
     if ROOT is None:
         pytest.skip("HUB_CORPUS_DIR is not set")
-    entries = []
-    for folder in ("patient", "servicerequest", "task"):
-        [path] = sorted((ROOT / SDOH / folder).glob("*.json"))
-        resource = orjson.loads(path.read_bytes())
-        entries.append(
-            {"resource": resource, "request": {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"}}
-        )
+    resources = [
+        orjson.loads(sorted((ROOT / SDOH / folder).glob("*.json"))[0].read_bytes())
+        for folder in ("patient", "servicerequest", "task")
+    ]
+    entries = [
+        {"resource": resource, "request": {"method": "PUT", "url": f"{resource['resourceType']}/{resource['id']}"}}
+        for resource in samples.in_own_id_space(resources, "hosp-a")
+    ]
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     response = await hub.client.post("/fhir", content=orjson.dumps(bundle), headers=auth())
     assert 200 == response.status_code, response.text
@@ -139,7 +146,7 @@ async def test_the_sdoh_referral_as_one_transaction_keeps_its_own_ids_and_links_
         (f.resource_type, f.event_kind) for f in facts
     ]
     assert ["http://hospital.smarthealthit.org|1032702"] * 2 == [f.patient_source for f in facts]
-    assert [("urn:carehub:partner:hosp-a:Patient/pat-53234", "http://hospital.smarthealthit.org|1032702")] == (
+    assert [("urn:carehub:partner:hosp-a:Patient/hosp-a.pat-53234", "http://hospital.smarthealthit.org|1032702")] == (
         hub.store.linked
     )
 

@@ -21,6 +21,7 @@ from tests.adapters.conftest import (
     OPERATOR_TOKEN,
     Edge,
     auth,
+    created_id,
     valid_body,
     valid_service_request,
 )
@@ -58,7 +59,7 @@ async def test_each_type_is_created_stored_and_read_back(
     posted = orjson.dumps(data)
     created = await edge.client.post(f"/fhir/{resource_type}", content=posted, headers=auth())
     assert 201 == created.status_code, created.text
-    new_id = event_id("hosp-a", resource_type, posted)
+    new_id = created_id("hosp-a", resource_type, posted)
     assert f"/fhir/{resource_type}/{new_id}/_history/1" == created.headers["location"]
 
     read = await edge.client.get(f"/fhir/{resource_type}/{new_id}", headers=auth())
@@ -89,10 +90,10 @@ async def test_a_patient_put_by_the_operator_of_a_hospitals_patient_keeps_the_ho
     edge: Edge,
 ) -> None:
     """Relative references mean what the creator meant: the operator's update links the hospital's name."""
-    await put(edge, samples.patient(id="p1"))
-    await put(edge, samples.patient(id="p1", birthDate="1970-01-02"), OPERATOR_TOKEN)
+    await put(edge, samples.patient(id="hosp-a.p1"))
+    await put(edge, samples.patient(id="hosp-a.p1", birthDate="1970-01-02"), OPERATOR_TOKEN)
     assert 2 == len(edge.store.linked)
-    assert {"urn:carehub:partner:hosp-a:Patient/p1"} == {group[0] for group in edge.store.linked}
+    assert {"urn:carehub:partner:hosp-a:Patient/hosp-a.p1"} == {group[0] for group in edge.store.linked}
 
 
 async def test_task_facts_name_owner_focus_status_and_a_referral_task(edge: Edge) -> None:
@@ -119,10 +120,11 @@ async def test_a_task_without_for_takes_the_patient_of_the_referral_its_sender_s
     referral = await edge.client.post("/fhir/ServiceRequest", content=valid_body(), headers=auth())
     focus = {"reference": f"ServiceRequest/{referral.json()['id']}"}
     await put(edge, {k: v for k, v in samples.task(focus=focus).items() if k != "for"})
-    await put(edge, {k: v for k, v in samples.task(id="t-b", focus=focus).items() if k != "for"}, HOSPITAL_B_TOKEN)
+    other = {k: v for k, v in samples.task(id="hosp-b.t-b", focus=focus).items() if k != "for"}
+    await put(edge, other, HOSPITAL_B_TOKEN)
     sources = [decode(v).facts.patient_source for _, v, _ in edge.ingress.written]
     assert "urn:carehub:partner:hosp-a:Patient/123" == sources[0] == sources[1]
-    assert "urn:carehub:partner:hosp-b:unidentified|t-b" == sources[2]
+    assert "urn:carehub:partner:hosp-b:unidentified|hosp-b.t-b" == sources[2]
 
 
 async def test_encounter_versions_say_admit_transfer_discharge_then_update(edge: Edge) -> None:
@@ -148,16 +150,16 @@ async def test_put_creates_then_updates_and_identical_content_is_a_no_op(edge: E
     first = await put(edge, samples.task())
     second = await put(edge, samples.task(status="received"))
     again = await edge.client.put(
-        "/fhir/Task/task-1", content=orjson.dumps(samples.task(status="received"), option=orjson.OPT_INDENT_2),
+        "/fhir/Task/hosp-a.task-1", content=orjson.dumps(samples.task(status="received"), option=orjson.OPT_INDENT_2),
         headers=auth(),
     )
     assert (201, 200, 200) == (first.status_code, second.status_code, again.status_code)
     assert ('W/"1"', 'W/"2"', 'W/"2"') == tuple(r.headers["etag"] for r in (first, second, again))
-    assert "/fhir/Task/task-1/_history/2" == second.headers["location"]
+    assert "/fhir/Task/hosp-a.task-1/_history/2" == second.headers["location"]
     assert 2 == len(edge.ingress.written)
     assert [("Task", "referral-task"), ("Task", "task-update")] == kinds(edge)
     ids = [h["ce_id"] for _, _, h in edge.ingress.written]
-    assert event_id("hosp-a", "Task/task-1/_history/2", orjson.dumps(samples.task(status="received"))) == ids[1]
+    assert event_id("hosp-a", "Task/hosp-a.task-1/_history/2", orjson.dumps(samples.task(status="received"))) == ids[1]
 
 
 async def test_going_back_to_an_earlier_content_is_a_new_version_with_a_new_event(edge: Edge) -> None:
@@ -166,15 +168,15 @@ async def test_going_back_to_an_earlier_content_is_a_new_version_with_a_new_even
         await put(edge, samples.task(status=status))
     ids = [h["ce_id"] for _, _, h in edge.ingress.written]
     assert 3 == len(set(ids))
-    assert 3 == len(edge.store.resources[("Task", "task-1")])
+    assert 3 == len(edge.store.resources[("Task", "hosp-a.task-1")])
 
 
 async def test_vread_returns_each_version(edge: Edge) -> None:
     await put(edge, samples.task())
     await put(edge, samples.task(status="received"))
-    first = await edge.client.get("/fhir/Task/task-1/_history/1", headers=auth())
-    second = await edge.client.get("/fhir/Task/task-1/_history/2", headers=auth())
-    missing = await edge.client.get("/fhir/Task/task-1/_history/3", headers=auth())
+    first = await edge.client.get("/fhir/Task/hosp-a.task-1/_history/1", headers=auth())
+    second = await edge.client.get("/fhir/Task/hosp-a.task-1/_history/2", headers=auth())
+    missing = await edge.client.get("/fhir/Task/hosp-a.task-1/_history/3", headers=auth())
     assert ("requested", "received") == (first.json()["status"], second.json()["status"])
     assert ("1", "2") == (first.json()["meta"]["versionId"], second.json()["meta"]["versionId"])
     assert (404, "not-found") == (missing.status_code, missing.json()["issue"][0]["code"])
@@ -275,10 +277,10 @@ async def test_if_none_exist_with_several_matches_is_412(edge: Edge) -> None:
 
 async def test_a_hospital_reads_what_it_sent_and_nothing_else(edge: Edge) -> None:
     await put(edge, samples.task())
-    own = await edge.client.get("/fhir/Task/task-1", headers=auth())
-    other = await edge.client.get("/fhir/Task/task-1", headers=auth(HOSPITAL_B_TOKEN))
-    operator = await edge.client.get("/fhir/Task/task-1", headers=auth(OPERATOR_TOKEN))
-    cbo = await edge.client.get("/fhir/Task/task-1", headers=auth(CBO_TOKEN))
+    own = await edge.client.get("/fhir/Task/hosp-a.task-1", headers=auth())
+    other = await edge.client.get("/fhir/Task/hosp-a.task-1", headers=auth(HOSPITAL_B_TOKEN))
+    operator = await edge.client.get("/fhir/Task/hosp-a.task-1", headers=auth(OPERATOR_TOKEN))
+    cbo = await edge.client.get("/fhir/Task/hosp-a.task-1", headers=auth(CBO_TOKEN))
     assert (200, 404, 200, 404) == tuple(r.status_code for r in (own, other, operator, cbo))
     assert other.json() == (await edge.client.get("/fhir/Task/nothing", headers=auth())).json() | {
         "issue": other.json()["issue"]
@@ -289,11 +291,11 @@ async def test_a_cbo_reads_the_newest_version_delivered_to_it(edge: Edge) -> Non
     """Delivery (the audit's permit) decides: version 1 was delivered, version 2 not (yet)."""
     await put(edge, samples.task())
     await put(edge, samples.task(status="received"))
-    first_event = edge.store.resources[("Task", "task-1")][0].event_id
+    first_event = edge.store.resources[("Task", "hosp-a.task-1")][0].event_id
     assert first_event is not None
     edge.store.permitted.add(("food-bank", first_event))
-    current = await edge.client.get("/fhir/Task/task-1", headers=auth(CBO_TOKEN))
-    second = await edge.client.get("/fhir/Task/task-1/_history/2", headers=auth(CBO_TOKEN))
+    current = await edge.client.get("/fhir/Task/hosp-a.task-1", headers=auth(CBO_TOKEN))
+    second = await edge.client.get("/fhir/Task/hosp-a.task-1/_history/2", headers=auth(CBO_TOKEN))
     assert (200, "1") == (current.status_code, current.json()["meta"]["versionId"])
     assert 404 == second.status_code
 
@@ -302,7 +304,7 @@ async def test_the_owner_cbo_updates_its_task_and_the_hospital_reads_the_update(
     """The food bank accepts; the event comes from it, keyed by the hospital's patient; the hospital sees it."""
     await put(edge, samples.task())
     accepted = await put(edge, samples.task(status="accepted"), CBO_TOKEN)
-    seen = await edge.client.get("/fhir/Task/task-1", headers=auth())
+    seen = await edge.client.get("/fhir/Task/hosp-a.task-1", headers=auth())
     assert (200, "accepted") == (accepted.status_code, seen.json()["status"])
     _, value, headers = edge.ingress.written[1]
     event = decode(value)
@@ -344,14 +346,17 @@ async def test_the_requester_may_cancel_and_the_operator_may_do_anything(edge: E
     assert (200, 200) == (reopened.status_code, operator.status_code)
 
 
-async def test_another_hospital_cannot_take_over_an_id(edge: Edge) -> None:
-    """409 when B cannot see the resource; 403 when it can (delivered) but did not create it."""
+async def test_another_hospital_cannot_take_over_an_id_nor_learn_that_it_exists(edge: Edge) -> None:
+    """While B cannot see A's Task, B's PUT of its id is answered exactly as a PUT of an unused id outside
+    B's id space (405); once the Task was delivered to B, B may know of it and gets 403."""
     await put(edge, samples.task())
-    conflict = await put(edge, samples.task(status="received"), HOSPITAL_B_TOKEN)
-    assert (409, "conflict", ["Task.id"]) == (
-        conflict.status_code, conflict.json()["issue"][0]["code"], conflict.json()["issue"][0]["expression"]
+    refused = await put(edge, samples.task(status="received"), HOSPITAL_B_TOKEN)
+    unused = await put(edge, samples.task(id="hosp-a.never-used", status="received"), HOSPITAL_B_TOKEN)
+    assert (405, "not-supported", ["Task.id"]) == (
+        refused.status_code, refused.json()["issue"][0]["code"], refused.json()["issue"][0]["expression"]
     )
-    event = edge.store.resources[("Task", "task-1")][0].event_id
+    assert (unused.status_code, unused.json()) == (refused.status_code, refused.json())
+    event = edge.store.resources[("Task", "hosp-a.task-1")][0].event_id
     assert event is not None
     edge.store.permitted.add(("hosp-b", event))
     forbidden = await put(edge, samples.task(status="received"), HOSPITAL_B_TOKEN)
@@ -375,7 +380,7 @@ async def test_a_cbo_creates_nothing(edge: Edge, resource_type: str) -> None:
 async def test_reads_that_fail_on_the_store_are_503_not_404(edge: Edge) -> None:
     await put(edge, samples.task())
     edge.store.fail_reads = 1
-    response = await edge.client.get("/fhir/Task/task-1", headers=auth())
+    response = await edge.client.get("/fhir/Task/hosp-a.task-1", headers=auth())
     assert (503, "transient") == (response.status_code, response.json()["issue"][0]["code"])
 
 
@@ -383,11 +388,11 @@ async def test_every_version_with_the_same_subject_is_keyed_by_the_same_patient(
     """A Task created in a transaction (patient named by the Bundle's Patient) keeps that patient when
     its owner updates it on its own, where the Bundle is long gone."""
     bundle = samples.referral_transaction()
-    bundle["entry"][2]["request"] = {"method": "PUT", "url": "Task/task-1"}
-    bundle["entry"][2]["resource"]["id"] = "task-1"
+    bundle["entry"][2]["request"] = {"method": "PUT", "url": "Task/hosp-a.task-1"}
+    bundle["entry"][2]["resource"]["id"] = "hosp-a.task-1"
     created = await edge.client.post("/fhir", content=orjson.dumps(bundle), headers=auth())
     assert 200 == created.status_code, created.text
-    current = (await edge.client.get("/fhir/Task/task-1", headers=auth())).json()
+    current = (await edge.client.get("/fhir/Task/hosp-a.task-1", headers=auth())).json()
     accepted = {k: v for k, v in current.items() if k != "meta"} | {"status": "accepted"}
     response = await put(edge, accepted, CBO_TOKEN)
     assert 200 == response.status_code, response.text

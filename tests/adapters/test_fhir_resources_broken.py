@@ -65,7 +65,7 @@ HUGE = changed(samples.task, note=[{"text": "x" * (LIMIT + 10)}])
 NESTED = changed(samples.task, extension=[{"url": "http://x", "valueString": "y"}]).replace(
     b'"valueString":"y"', b'"valueString":' + b'{"a":' * 70 + b"1" + b"}" * 70
 )
-PUT, TASK_URL = "PUT", "/fhir/Task/task-1"
+PUT, TASK_URL = "PUT", "/fhir/Task/hosp-a.task-1"
 
 BROKEN: list[Any] = [
     # who is calling
@@ -194,9 +194,9 @@ def test_the_table_is_broad() -> None:
 
 TARGETS = [
     ("POST", "/fhir/Task", samples.task()),
-    ("PUT", "/fhir/Task/task-1", samples.task()),
+    ("PUT", "/fhir/Task/hosp-a.task-1", samples.task()),
     ("POST", "/fhir/Encounter", samples.encounter()),
-    ("PUT", "/fhir/Encounter/enc-1", samples.encounter()),
+    ("PUT", "/fhir/Encounter/hosp-a.enc-1", samples.encounter()),
     ("POST", "/fhir/Patient", samples.patient()),
 ]
 requests = st.one_of(

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from hub.adapters.fhir_rest import RETRY_AFTER_SECONDS, install_fhir_error_handlers
 from hub.errors import StoreUnavailable
-from hub.events import RoutingFacts, decode, event_id
+from hub.events import RoutingFacts, decode
 from hub.ports import Principal
 from tests.adapters.conftest import (
     CBO_TOKEN,
@@ -31,6 +31,7 @@ from tests.adapters.conftest import (
     OPERATOR_TOKEN,
     Edge,
     auth,
+    created_id,
     make_app,
     valid_body,
     valid_service_request,
@@ -273,7 +274,7 @@ async def test_valid_referral_is_written_then_created(edge: Edge) -> None:
     response = await edge.client.post("/fhir/ServiceRequest", content=posted, headers=auth())
 
     assert 201 == response.status_code, response.text
-    expected_id = event_id("hosp-a", "ServiceRequest", posted)
+    expected_id = created_id("hosp-a", "ServiceRequest", posted)
     assert f"/fhir/ServiceRequest/{expected_id}/_history/1" == response.headers["location"]
     assert 'W/"1"' == response.headers["etag"]
     assert response.headers["last-modified"].endswith(" GMT")
@@ -382,7 +383,7 @@ async def test_client_supplied_id_and_version_are_replaced(edge: Edge) -> None:
     posted = body_with(id="client-chosen", meta={"versionId": "7", "lastUpdated": "2025-01-01T00:00:00Z"})
     response = await edge.client.post("/fhir/ServiceRequest", content=posted, headers=auth())
     created = response.json()
-    assert event_id("hosp-a", "ServiceRequest", posted) == created["id"]
+    assert created_id("hosp-a", "ServiceRequest", posted) == created["id"]
     assert "1" == created["meta"]["versionId"]
     assert "2025-01-01T00:00:00Z" != created["meta"]["lastUpdated"]
     assert posted == decode(edge.ingress.written[0][1]).body.encode()

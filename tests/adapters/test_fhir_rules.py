@@ -10,8 +10,9 @@ import pytest
 
 from hub.adapters.fhir_access import (
     check_may_update,
+    check_update_as_create,
     owner_of,
-    readable_versions,
+    read_plan,
     task_update_issues,
 )
 from hub.adapters.fhir_facts import (
@@ -25,7 +26,7 @@ from hub.adapters.fhir_facts import (
 from hub.adapters.fhir_intake import parse_if_match, parse_if_none_exist
 from hub.adapters.fhir_store import StoredVersion, render, stored_content
 from hub.adapters.fhir_validation import FhirIssue, FhirValidationError, rebase_issues, validate_resource
-from hub.adapters.operation_outcome import ResourceConflict
+from hub.adapters.operation_outcome import ResourceConflict, UpdateCreateRefused
 from hub.errors import InvalidInput, NotAuthorized
 from hub.ports import Principal
 from tests.adapters import fhir_samples as samples
@@ -51,43 +52,70 @@ VERSIONS = [version(1), version(2, "food-bank"), version(3)]
 @pytest.mark.parametrize(
     ("principal", "delivered", "expected"),
     [
-        (OPERATOR, frozenset(), [1, 2, 3]),
-        (HOSPITAL, frozenset(), [1, 2, 3]),
-        (OWNER, frozenset(), [1, 2, 3]),  # it sent version 2: a participant
+        (OPERATOR, frozenset(), [(1, True), (2, True), (3, True)]),
+        (HOSPITAL, frozenset(), [(1, True), (2, True), (3, True)]),  # the creator
+        (OWNER, frozenset(), [(2, True)]),  # only what it sent itself: the others' versions were not delivered
+        (OWNER, frozenset({"e1"}), [(1, False), (2, True)]),  # v1 only through the read gate
         (OTHER_HOSPITAL, frozenset(), []),
-        (OTHER_CBO, frozenset({"e1"}), [1]),
-        (OTHER_CBO, frozenset({"e1", "e3"}), [1, 3]),
+        (OTHER_CBO, frozenset({"e1"}), [(1, False)]),
+        (OTHER_CBO, frozenset({"e1", "e3"}), [(1, False), (3, False)]),
         (OTHER_CBO, frozenset({"e9"}), []),
     ],
 )
-def test_who_reads_which_versions(principal: Principal, delivered: frozenset[str], expected: list[int]) -> None:
-    assert expected == [v.version_id for v in readable_versions(principal, VERSIONS, delivered)]
+def test_who_reads_which_versions_and_which_only_through_the_read_gate(
+    principal: Principal, delivered: frozenset[str], expected: list[tuple[int, bool]]
+) -> None:
+    assert expected == [(v.version_id, whole) for v, whole in read_plan(principal, VERSIONS, delivered)]
 
 
 @pytest.mark.parametrize(
-    ("principal", "versions", "delivered", "error"),
+    ("principal", "versions", "error"),
     [
-        (HOSPITAL, [], frozenset(), None),
-        (OPERATOR, [], frozenset(), None),
-        (OWNER, [], frozenset(), NotAuthorized),
-        (HOSPITAL, [version(1)], frozenset(), None),
-        (OPERATOR, [version(1)], frozenset(), None),
-        (OWNER, [version(1)], frozenset(), None),
-        (OTHER_CBO, [version(1)], frozenset({"e1"}), NotAuthorized),
-        (OTHER_CBO, [version(1)], frozenset(), ResourceConflict),
-        (OTHER_HOSPITAL, [version(1)], frozenset(), ResourceConflict),
-        (OTHER_HOSPITAL, [version(1)], frozenset({"e1"}), NotAuthorized),
+        (HOSPITAL, [], None),
+        (OPERATOR, [], None),
+        (OWNER, [], NotAuthorized),
+        (HOSPITAL, [version(1)], None),
+        (OPERATOR, [version(1)], None),
+        (OWNER, [version(1)], None),
+        (OTHER_CBO, [version(1)], NotAuthorized),
+        (OTHER_HOSPITAL, [version(1)], NotAuthorized),
     ],
 )
-def test_who_may_store_a_new_task_version(
-    principal: Principal, versions: list[StoredVersion], delivered: frozenset[str], error: type[Exception] | None
+def test_who_may_store_a_new_version_of_a_task_it_may_know_of(
+    principal: Principal, versions: list[StoredVersion], error: type[Exception] | None
 ) -> None:
     new = samples.task(status="accepted")
     if error is None:
-        check_may_update(principal, "Task", versions, new, delivered=delivered)
+        check_may_update(principal, "Task", versions, new)
         return
     with pytest.raises(error):
-        check_may_update(principal, "Task", versions, new, delivered=delivered)
+        check_may_update(principal, "Task", versions, new)
+
+
+@pytest.mark.parametrize(
+    ("principal", "resource_id", "stored", "error"),
+    [
+        (OPERATOR, "anything", False, None),
+        (OPERATOR, "anything", True, None),
+        (HOSPITAL, "hosp-a.ref-1", False, None),
+        (HOSPITAL, "hosp-a.ref-1", True, ResourceConflict),  # only the operator can have put it there
+        (HOSPITAL, "ref-1", False, UpdateCreateRefused),
+        (HOSPITAL, "ref-1", True, UpdateCreateRefused),  # the same answer: existence is not revealed
+        (HOSPITAL, "hosp-b.ref-1", True, UpdateCreateRefused),
+        (HOSPITAL, "hosp-a.", False, UpdateCreateRefused),
+        (HOSPITAL, "hosp-ab.x", False, UpdateCreateRefused),
+        (OWNER, "food-bank.t", False, NotAuthorized),
+        (OWNER, "t", True, NotAuthorized),
+    ],
+)
+def test_update_as_create_answers_alike_for_unused_ids_and_ids_the_caller_cannot_see(
+    principal: Principal, resource_id: str, stored: bool, error: type[Exception] | None
+) -> None:
+    if error is None:
+        check_update_as_create(principal, "Task", resource_id, stored=stored, known=False)
+        return
+    with pytest.raises(error):
+        check_update_as_create(principal, "Task", resource_id, stored=stored, known=False)
 
 
 def test_only_tasks_have_owners_who_may_update() -> None:
@@ -98,7 +126,7 @@ def test_only_tasks_have_owners_who_may_update() -> None:
         content_hash="h", event_id="e1",
     )
     with pytest.raises(NotAuthorized):
-        check_may_update(OWNER, "ServiceRequest", [referral], {}, delivered=frozenset({"e1"}))
+        check_may_update(OWNER, "ServiceRequest", [referral], {})
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from hub.control.resources import NewVersion, SqlResourceStore, content_hash
 from hub.errors import InvalidInput
 from tests.adapters import fhir_samples as samples
 from tests.adapters.conftest import CBO_TOKEN, auth, make_authenticator, valid_body
+from tests.adapters.resource_fakes import FakeReadGate
 from tests.control.helpers import fetch_all
 from tests.fakes import FakeIngressWriter
 
@@ -312,7 +313,10 @@ async def fhir(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[Fhir
     app = FastAPI()
     store = SqlResourceStore(sessions)
     app.include_router(
-        build_fhir_router(authenticator=make_authenticator(), ingress=ingress, store=store, max_body_bytes=1 << 20),
+        build_fhir_router(
+            authenticator=make_authenticator(), ingress=ingress, store=store, max_body_bytes=1 << 20,
+            reads=FakeReadGate(),
+        ),
         prefix="/fhir",
     )
     install_fhir_error_handlers(app)
@@ -336,7 +340,7 @@ async def test_updates_version_and_an_identical_put_writes_nothing(
     statuses = []
     for status in ("requested", "accepted", "accepted"):
         response = await client.put(
-            "/fhir/Task/task-1", content=orjson.dumps(samples.task(status=status)), headers=auth()
+            "/fhir/Task/hosp-a.task-1", content=orjson.dumps(samples.task(status=status)), headers=auth()
         )
         statuses.append((response.status_code, response.headers["etag"]))
     assert [(201, 'W/"1"'), (200, 'W/"2"'), (200, 'W/"2"')] == statuses

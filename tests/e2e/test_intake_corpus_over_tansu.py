@@ -40,6 +40,7 @@ from fhirpy.base.exceptions import OperationOutcome, ResourceNotFound
 
 from hub.app import RunningHub, running_hub
 from hub.broker.embedded import EmbeddedBroker
+from tests.adapters.fhir_samples import in_own_id_space
 from tests.adapters.hl7_fakes import read_ack
 from tests.e2e.conftest import ADMIN_TOKEN, settings_for
 from tests.e2e.corpus_intake import EventLog, SeenEvent, ingress_end, msh, send_over_mllp
@@ -165,7 +166,8 @@ async def test_every_core_task_and_encounter_reaches_hub_events_posted_as_is_and
     intake: Intake, corpus_dir: Path
 ) -> None:
     """Each example twice: POST of the file's bytes (server id; the event carries the bytes) and
-    fhirpy's ``save()`` (PUT with the example's id, update-as-create). 44 events, each its own kind."""
+    fhirpy's ``save()`` (PUT with the example's id moved into the partner's own id space, update-as-create).
+    44 events, each its own kind."""
     paths = sorted((corpus_dir / CORE).glob("Task-*.json")) + sorted((corpus_dir / CORE).glob("Encounter-*.json"))
     assert {"Task": 12, "Encounter": 10} == Counter(p.name.split("-")[0] for p in paths)
     client = intake.fhir("core")
@@ -178,6 +180,7 @@ async def test_every_core_task_and_encounter_reaches_hub_events_posted_as_is_and
         assert 201 == answer.status_code, f"{path.name}: {answer.text}"
         expected[(resource_type, answer.headers["location"].split("/")[3])] = (path, raw)
 
+        [data] = in_own_id_space([data], intake.partner("core"))
         saved = await client.resource(resource_type, **data).save()
         assert (data["id"], "1") == (saved.id, saved["meta"]["versionId"]), path.name
         expected[(resource_type, data["id"])] = (path, None)
@@ -191,6 +194,8 @@ async def test_every_core_task_and_encounter_reaches_hub_events_posted_as_is_and
         event = by_resource[(resource_type, resource_id)]
         what = f"{path.name} ({'PUT' if sent is None else 'POST'})"
         data = orjson.loads(path.read_bytes())
+        if sent is None:
+            [data] = in_own_id_space([data], intake.partner("core"))
         assert_keyed_by_hub_patient(event, what)
         if sent is not None:
             assert (sent.decode("utf-8"), resource_id) == (event.event.body, event.headers["ce_id"]), what
@@ -215,8 +220,8 @@ async def test_sdoh_json_served_types_reach_hub_events_and_the_others_are_refuse
 ) -> None:
     """Condition, Goal, Procedure: 404 ``not-supported`` alone and 422 at their entry in a transaction,
     nothing on hub.ingress. Patient, ServiceRequest, Task: as Gravity sends a referral (one transaction
-    of PUTs, through fhirpy) and each POSTed as is; the four events are keyed by one hub patient, the
-    one the Patient's MRN names."""
+    of PUTs with ids in its own id space, through fhirpy) and each POSTed; the four events are keyed by
+    one hub patient, the one the Patient's MRN names."""
     paths = sorted((corpus_dir / SDOH).glob("*/*.json"))
     resources = {path: orjson.loads(path.read_bytes()) for path in paths}
     served = [p for p in paths if resources[p]["resourceType"] in SERVED]
@@ -243,15 +248,16 @@ async def test_sdoh_json_served_types_reach_hub_events_and_the_others_are_refuse
     assert refused_entries == named, issues
     assert before == await ingress_end(intake.hub.bootstrap), "a refused input reached hub.ingress"
 
-    response = await client.execute("", method="post", data=transaction([resources[p] for p in served]))
+    mine = dict(zip(served, in_own_id_space([resources[p] for p in served], sender), strict=True))
+    response = await client.execute("", method="post", data=transaction([mine[p] for p in served]))
     assert ("transaction-response", ["201 Created"] * 3) == (
         response["type"], [e["response"]["status"] for e in response["entry"]])
-    patient = next(resources[p] for p in served if resources[p]["resourceType"] == "Patient")
+    patient = next(mine[p] for p in served if mine[p]["resourceType"] == "Patient")
     assert patient["identifier"] == (await client.get("Patient", patient["id"]))["identifier"]
 
     posted: dict[str, bytes] = {}
     for path in served:
-        raw = path.read_bytes()
+        raw = orjson.dumps(mine[path])  # references moved along with the Patient's id
         answer = await intake.post("sdoh", resources[path]["resourceType"], raw)
         assert 201 == answer.status_code, f"{path.name}: {answer.text}"
         if resources[path]["resourceType"] in ROUTED:
@@ -260,7 +266,7 @@ async def test_sdoh_json_served_types_reach_hub_events_and_the_others_are_refuse
     seen = await intake.log.wait_for({sender}, expect=4)
     assert [] == intake.log.dead_letters_of({sender})
     by_id = {s.event.facts.resource_id or "": s for s in seen}
-    in_transaction = {resources[p]["id"]: resources[p] for p in served if resources[p]["resourceType"] in ROUTED}
+    in_transaction = {mine[p]["id"]: mine[p] for p in served if mine[p]["resourceType"] in ROUTED}
     assert sorted([*in_transaction, *posted]) == sorted(by_id), "missing or unexpected events"
     assert 4 == len(seen), "an input produced more than one event"
     hub_patients = {assert_keyed_by_hub_patient(s, str(s.event.facts.resource_id)) for s in seen}
