@@ -54,8 +54,8 @@ retrying after a lost response gets the same id and ``ce_id`` and nothing is cre
 is answered 201 with the stored version 1), while no other partner can predict, squat or confirm it.
 Reads show a partner what another partner sent only through the read gate (``fhir_disclosure``): the
 same consent decision and redaction as delivery, audited. A PUT of content identical to the current
-version is answered 200 and writes nothing. The event carries the request body byte for byte; the response is the resource as stored,
-with ``meta.versionId`` and ``meta.lastUpdated`` set by the server.
+version is answered 200 and writes nothing. The event carries the request body byte for byte; the
+response is the resource as stored, with ``meta.versionId`` and ``meta.lastUpdated`` set by the server.
 """
 
 from __future__ import annotations
