@@ -8,8 +8,12 @@ the Task whose ``focus`` is that ServiceRequest, linked by ``urn:uuid:`` fullUrl
    :data:`MAX_BUNDLE_ENTRIES` entries.
 2. **Each entry's request**: ``POST <Type>`` (create, optionally ``ifNoneExist``), ``PUT <Type>/<id>``
    (update or update-as-create; the resource's ``id`` must be ``<id>``) or ``GET <Type>/<id>[/_history/<vid>]``
-   (read), for the six types the edge serves. Anything else (DELETE, PATCH, search, conditional
-   update) is ``not-supported``. No two entries may share a fullUrl or touch the same resource.
+   (read), for the types the edge serves. Anything else (DELETE, PATCH, search, conditional
+   update) is ``not-supported``. No two entries may share a fullUrl or touch the same resource. A
+   Consent entry's resource is read liberally, as ``POST /Consent`` reads it
+   (:func:`hub.adapters.fhir_consent_reading.read_liberally`): LEAP and R5-era shapes become R4 before
+   anything else looks at it, and what was read differently is that entry's ``response.outcome`` (a
+   warning OperationOutcome, paths at ``Bundle.entry[n].resource...``) in the answer.
 3. **Ids and references**: every POST gets its id (the event id of its content, so resending the same
    Bundle is idempotent; or the id of the one resource its ``ifNoneExist`` matches). Every
    ``reference`` that names an entry's fullUrl (``urn:uuid:...``, or an absolute RESTful URL, whose
@@ -46,6 +50,7 @@ from typing import Any
 import orjson
 
 from hub.adapters.fhir_access import DIRECTORY_TYPES, SUPPORTED_TYPES, check_may_create
+from hub.adapters.fhir_consent_reading import read_liberally, warning_issues
 from hub.adapters.fhir_disclosure import Shown
 from hub.adapters.fhir_intake import BundleContext, Intake, Planned, check_supported, parse_if_none_exist
 from hub.adapters.fhir_store import StoredVersion, etag, instant
@@ -56,7 +61,8 @@ from hub.adapters.fhir_validation import (
     validate_bundle_structure,
     validate_resource,
 )
-from hub.adapters.operation_outcome import AuthenticationRequired, Forbidden, http_status_for, outcome_for
+from hub.adapters.operation_outcome import AuthenticationRequired, Forbidden, http_status_for, outcome, outcome_for
+from hub.consent.consent_reading import Normalization
 from hub.errors import HubError, InvalidInput, NotAuthorized
 from hub.ports import Principal
 
@@ -82,6 +88,8 @@ class EntrySpec:
     resource_id: str = ""
     match: Shown | None = None
     model: Any = None
+    notes: tuple[Normalization, ...] = ()
+    """What a liberal reading of the resource (a Consent's) normalised, for the entry's ``response.outcome``."""
 
     @property
     def path(self) -> str:
@@ -193,7 +201,7 @@ def _spec(index: int, entry: dict[str, Any]) -> EntrySpec:
         raise FhirValidationError(
             [_issue("invalid", f"{path}.resource.id", "a PUT entry's resource id must be the id in its url")]
         )
-    spec.resource = resource
+    spec.resource, spec.notes = read_liberally(resource_type, resource)
     return spec
 
 
@@ -336,8 +344,11 @@ def _local_patients(specs: Sequence[EntrySpec]) -> BundleContext:
     return context
 
 
-def _response_entry(status: int, version: StoredVersion | None, *, shown: Shown | None = None) -> dict[str, Any]:
-    """A response entry; ``shown`` (a read) carries the resource as the caller may see it."""
+def _response_entry(
+    status: int, version: StoredVersion | None, *, shown: Shown | None = None, spec: EntrySpec | None = None
+) -> dict[str, Any]:
+    """A response entry; ``shown`` (a read) carries the resource as the caller may see it; the notes of
+    ``spec`` (the written entry) become its ``outcome``."""
     response: dict[str, Any] = {"status": f"{status} {http.HTTPStatus(status).phrase}"}
     entry: dict[str, Any] = {}
     if shown is not None:
@@ -349,6 +360,8 @@ def _response_entry(status: int, version: StoredVersion | None, *, shown: Shown 
         response["lastModified"] = instant(version)
         if shown is not None:
             entry["resource"] = shown.resource
+    if spec is not None and spec.notes:
+        response["outcome"] = outcome(warning_issues(spec.notes, at=f"{spec.path}.resource"))
     entry["response"] = response
     return entry
 
@@ -393,7 +406,8 @@ async def _transaction(principal: Principal, entries: Sequence[Any], *, intake: 
         if planned is not None:
             plans[spec.index] = planned
     written = dict(zip(plans, await intake.commit([plans[i] for i in plans]), strict=True))
-    answers: dict[int, dict[str, Any]] = {i: _response_entry(plans[i].status, written[i]) for i in plans}
+    by_index = {spec.index: spec for spec in specs}
+    answers = {i: _response_entry(plans[i].status, written[i], spec=by_index[i]) for i in plans}
     for spec in ordered:
         if spec.method == "GET":
             try:
@@ -437,4 +451,4 @@ async def _batch_entry(
         [version] = await intake.commit([planned])
     except HubError as error:
         raise _at_entry(error, spec) from error
-    return _response_entry(planned.status, version)
+    return _response_entry(planned.status, version, spec=spec)

@@ -15,6 +15,10 @@ request bytes still make the resource id and the event body (the engine reads ei
   ignored (another scope): then a warning OperationOutcome, one issue per note (severity ``warning``,
   code ``informational``, ``expression`` the FHIRPath), so a client sees at once what the hub read
   differently from what it sent. A retried create answers the same way.
+
+Inside a ``transaction`` or ``batch`` Bundle (``fhir_bundle``) each Consent entry is read the same way
+and its warnings (:func:`warning_issues`, at ``Bundle.entry[n].resource...``) are that entry's
+``response.outcome``.
 """
 
 from __future__ import annotations
@@ -63,11 +67,19 @@ def answer(
     kept = {name: value for name, value in response.headers.items() if name.lower() not in _BODY_HEADERS}
     if preference == "minimal":
         return Response(status_code=response.status_code, headers=kept)
-    issues = [
-        issue("informational", f"{note.expression}: {note.message}", expression=note.expression, severity="warning")
-        for note in notes
-    ] or [issue("informational", "the Consent was stored as sent", severity="information")]
+    issues = warning_issues(notes) or [issue("informational", "the Consent was stored as sent", severity="information")]
     return Response(
         content=orjson.dumps(outcome(issues)), status_code=response.status_code, media_type=response.media_type,
         headers=kept,
     )
+
+
+def warning_issues(notes: tuple[Normalization, ...], *, at: str = "Consent") -> list[dict[str, Any]]:
+    """One warning issue per note (code ``informational``, ``expression`` its FHIRPath); ``at`` replaces the
+    leading ``Consent`` of each path (a Bundle entry's ``Bundle.entry[n].resource``)."""
+    issues = []
+    for note in notes:
+        expression = at + note.expression.removeprefix("Consent")
+        diagnostics = f"{expression}: {note.message}"
+        issues.append(issue("informational", diagnostics, expression=expression, severity="warning"))
+    return issues

@@ -18,6 +18,7 @@ import httpx
 import orjson
 import pytest
 from fastapi import FastAPI
+from fhir.resources.R4B.consent import Consent as Consent_R4
 
 from hub.adapters.cds_hooks import build_cds_router
 from hub.adapters.cds_hooks_store import ResolvedActor
@@ -302,3 +303,118 @@ async def test_the_warnings_never_quote_what_the_client_sent(client: httpx.Async
     assert "OperationOutcome" == created.json()["resourceType"]
     assert ALCOHOL["code"] not in created.text
     assert MRN["value"] not in created.text
+
+
+# --- the same shapes inside transaction and batch Bundles ---------------------------------------------------
+
+
+def bundle_of(kind: str, consent: dict[str, Any]) -> dict[str, Any]:
+    """A ``kind`` Bundle: a Patient entry (never normalised), then the Consent entry."""
+    patient = {"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.9", "value": "P-7"}]}
+    return {
+        "resourceType": "Bundle",
+        "type": kind,
+        "entry": [
+            {"resource": patient, "request": {"method": "POST", "url": "Patient"}},
+            {"resource": consent, "request": {"method": "POST", "url": "Consent"}},
+        ],
+    }
+
+
+async def post_bundle(client: httpx.AsyncClient, bundle: dict[str, Any]) -> httpx.Response:
+    return await client.post("/fhir", content=orjson.dumps(bundle), headers=auth(OPERATOR_TOKEN))
+
+
+def at_entry(expression: str, index: int = 1) -> str:
+    """A ``Consent...`` FHIRPath as the Bundle names it: ``Bundle.entry[n].resource...``."""
+    return f"Bundle.entry[{index}].resource{expression.removeprefix('Consent')}"
+
+
+async def consult(client: httpx.AsyncClient, shape: Shape) -> None:
+    """The consult of the CDS Hooks service decides (and redacts) as the shape says."""
+    answer = await client.post(
+        "/cds-services/patient-consent-consult", content=consult_body(**shape.context),
+        headers=auth(OPERATOR_TOKEN, "application/json"),
+    )
+    assert 200 == answer.status_code, answer.text
+    extension = answer.json()["cards"][0]["extension"]
+    assert shape.decision == extension["decision"], extension["reason"]
+    redact = [o for o in extension["obligations"] if o["id"]["code"] == "REDACT"]
+    withheld = redact[0]["parameters"].get("codes", []) if redact else []
+    for code in shape.redacted:
+        assert code in withheld, withheld
+
+
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+@pytest.mark.parametrize("name", list(SHAPES))
+async def test_leap_style_consent_in_a_bundle_is_normalised_with_the_warnings_in_its_entrys_outcome(
+    client: httpx.AsyncClient, name: str, kind: str
+) -> None:
+    """Each LEAP shape inside a transaction and a batch: the entry is 201, its ``response.outcome`` names each
+    normalisation at ``Bundle.entry[1].resource...`` (no outcome when nothing was read differently, none on the
+    Patient entry), the stored Consent is valid R4, and the consult decides as through the Consent API."""
+    shape = SHAPES[name]
+    answered = await post_bundle(client, bundle_of(kind, shape.consent))
+    assert 200 == answered.status_code, answered.text
+    assert f"{kind}-response" == answered.json()["type"]
+    patient_entry, consent_entry = answered.json()["entry"]
+    assert ("201 Created", "201 Created") == (
+        patient_entry["response"]["status"], consent_entry["response"]["status"]
+    ), consent_entry
+    assert "outcome" not in patient_entry["response"]
+    if shape.warnings:
+        issues = consent_entry["response"]["outcome"]["issue"]
+        assert "OperationOutcome" == consent_entry["response"]["outcome"]["resourceType"]
+        assert {("warning", "informational")} == {(entry["severity"], entry["code"]) for entry in issues}
+        assert sorted(at_entry(w) for w in shape.warnings) == sorted(entry["expression"][0] for entry in issues)
+    else:
+        assert "outcome" not in consent_entry["response"], consent_entry
+    stored = await client.get(f"/fhir/{consent_entry['response']['location']}", headers=auth(OPERATOR_TOKEN))
+    assert 200 == stored.status_code, stored.text
+    Consent_R4.model_validate({k: v for k, v in stored.json().items() if k != "meta"})
+    await consult(client, shape)
+
+
+async def test_a_transaction_with_a_consent_without_any_scope_is_refused_and_writes_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    """Liberal, not lax, in a transaction too: the unusable Consent is named at its entry, the Patient not written."""
+    bundle = bundle_of("transaction", leap(scope=...))
+    patient = {**bundle["entry"][0]["resource"], "id": "op.p-7"}
+    bundle["entry"][0] = {"resource": patient, "request": {"method": "PUT", "url": "Patient/op.p-7"}}
+    refused = await post_bundle(client, bundle)
+    assert 422 == refused.status_code, refused.text
+    assert [at_entry("Consent.scope")] == [entry["expression"][0] for entry in refused.json()["issue"]]
+    assert 404 == (await client.get("/fhir/Patient/op.p-7", headers=auth(OPERATOR_TOKEN))).status_code
+
+
+async def test_a_batch_normalises_one_consent_and_refuses_another_each_in_its_own_entry(
+    client: httpx.AsyncClient,
+) -> None:
+    bundle = bundle_of("batch", leap(scope=..., category=[{"coding": [PRIVACY]}]))
+    bundle["entry"][0] = {"resource": leap(scope=...), "request": {"method": "POST", "url": "Consent"}}
+    refused, accepted = (await post_bundle(client, bundle)).json()["entry"]
+    assert "422 Unprocessable Entity" == refused["response"]["status"]
+    assert [at_entry("Consent.scope", 0)] == [e["expression"][0] for e in refused["response"]["outcome"]["issue"]]
+    assert {"error"} == {e["severity"] for e in refused["response"]["outcome"]["issue"]}
+    assert "201 Created" == accepted["response"]["status"]
+    assert [at_entry("Consent.scope")] == [e["expression"][0] for e in accepted["response"]["outcome"]["issue"]]
+
+
+async def test_a_put_entry_normalises_too_and_its_warnings_never_quote_what_was_sent(
+    client: httpx.AsyncClient,
+) -> None:
+    consent = leap(id="op-consent-1", category=..., provision={"provision": [{"code": {"coding": [ALCOHOL]}}]})
+    bundle = {"resourceType": "Bundle", "type": "transaction",
+              "entry": [{"resource": consent, "request": {"method": "PUT", "url": "Consent/op-consent-1"}}]}
+    answered = await post_bundle(client, bundle)
+    assert 200 == answered.status_code, answered.text
+    [entry] = answered.json()["entry"]
+    assert "201 Created" == entry["response"]["status"]
+    assert sorted(at_entry(w, 0) for w in ("Consent.category", "Consent.provision.provision[0].code")) == sorted(
+        issue["expression"][0] for issue in entry["response"]["outcome"]["issue"]
+    )
+    assert ALCOHOL["code"] not in answered.text
+    assert MRN["value"] not in answered.text
+    stored = (await client.get("/fhir/Consent/op-consent-1", headers=auth(OPERATOR_TOKEN))).json()
+    assert [{"coding": [ALCOHOL]}] == stored["provision"]["provision"][0]["code"]
