@@ -7,55 +7,70 @@ Interactions (``application/fhir+json``; the CapabilityStatement at ``GET /metad
   accepted version becomes an event on ``hub.ingress``) and of Patient, Organization, Practitioner
   (directory and patient index: stored, Patient identifiers linked in the identity crosswalk, never
   routed). ``If-None-Exist: identifier=[system|]value`` on create, ``If-Match`` on update.
-* ``POST /Consent``, ``PUT /Consent/{id}``, ``GET /Consent/{id}``: patient-privacy consents (routed as
-  ``consent-change`` events on the patient's key, delivered to no one), checked by the consent engine's
-  own reader so a Consent it cannot use is refused (422); LEAP and R5-era shapes are normalised first
-  and named in a warning OperationOutcome (``fhir_consent_reading``); operator and hospitals (their own patients)
-  only. ``GET /Consent?patient=<reference or system|value>``: a searchset Bundle.
-* ``POST /`` with a ``transaction`` or ``batch`` Bundle (``fhir_bundle``).
+* ``POST /Consent``, ``PUT /Consent/{id}``, ``GET /Consent/{id}``: consents (routed as ``consent-change``
+  events on the patient's key, delivered to no one); operator and hospitals (their own patients) only.
+  LEAP and R5-era shapes are normalised to R4 first and the 2xx is then a warning OperationOutcome naming
+  each change (``fhir_consent_reading``; ``Prefer: return=`` honoured); a consent of another scope
+  (research, treatment, adr) is stored, answered with a warning, and never used for privacy decisions;
+  a Consent the consent engine still cannot use is refused (422). ``GET /Consent?patient=<reference or
+  system|value>``: a searchset Bundle.
+* ``POST /`` with a ``transaction`` or ``batch`` Bundle (``fhir_bundle``; Consent entries are read as
+  above, their warnings in the entry's ``response.outcome``).
 * ``POST /$process-message`` with a Da Vinci notification message Bundle (``davinci``).
 
 A write is answered 2xx only after its event was acknowledged by the broker (acks=all) *and* its
 version stored (``fhir_intake`` explains the order); nothing is written for a request answered with
 an error. The checks run cheapest and least revealing first:
 
+* a Content-Length over ``max_body_bytes`` -> 413 ``too-long``, before routing and authentication
+  (the ASGI guard ``http_guard.BodyLimit`` around the whole app, which answers under ``/fhir`` with this
+  module's OperationOutcome);
+* no route for the path -> 404 ``not-supported``; a method the path does not serve -> 405
+  ``not-supported`` with ``Allow`` (FastAPI's routing, answered by :func:`install_fhir_error_handlers`);
 * no ``Authorization: Bearer`` token -> 401 ``login``; a token the hub never issued -> 401
-  ``unknown`` (both with ``WWW-Authenticate: Bearer``);
+  ``unknown`` (both with ``WWW-Authenticate: Bearer``); ``GET /metadata`` alone needs none;
 * a resource type this server does not serve -> 404 ``not-supported``; a CBO creating anything (or
-  updating anything but a Task) -> 403 ``forbidden``;
+  updating anything but a Task, or sending a message) -> 403 ``forbidden``; ``$process-message?async=true``
+  -> 400 ``not-supported``; on PUT, an id in the URL that is not a FHIR id -> 400 ``invalid``; on a read,
+  such an id or version -> 404 ``not-found``; a search parameter other than ``patient`` -> 400;
 * Content-Type other than ``application/fhir+json`` or ``application/json`` (parameters allowed:
   ``charset=utf-8``, ``fhirVersion=4.0``) -> 415 ``not-supported``;
-* body over ``max_body_bytes`` -> 413 ``too-long``: refused on Content-Length before reading, and
-  counted while reading, so a client that lies about (or omits) Content-Length cannot push more;
+* a body without (or with a false) Content-Length that grows over ``max_body_bytes`` -> 413 ``too-long``,
+  counted while it is read (by the guard and by :func:`_read_body`), so no client can push more;
 * not UTF-8, not JSON, not one object, duplicate property names -> 400 ``structure``; nested
   deeper than 64 -> 400 ``too-costly``;
 * on PUT, a body without ``id`` or with another ``id`` than the URL -> 400 (as FHIR's update requires);
-  a malformed ``If-None-Exist`` / ``If-Match`` -> 400;
+  a malformed ``If-Match`` -> 400;
 * ``resourceType`` missing -> 422 ``required``, not R4 -> 422 ``not-supported``, another R4 type
   (a Patient posted to /ServiceRequest) -> 422 ``invalid``; all at expression ``resourceType``;
-* not valid FHIR R4 -> 422 ``structure`` / ``required`` / ``value`` / ``code-invalid`` /
-  ``invariant`` with the FHIRPath of each problem (see ``fhir_validation``);
-* hub rules (a referral's subject must be a Patient; Gravity's Task rules for owners) -> 422
-  ``business-rule`` / ``required``;
-* not found, or not readable by this caller -> 404 ``not-found``, the same answer either way; a partner's
-  PUT of an id it may not know of outside its own id space (``<partner id>.<anything>``) -> 405
-  ``not-supported``, whether or not the id is used (``fhir_access.check_update_as_create``);
-  ``If-None-Exist`` matching several -> 412 ``multiple-matches``; ``If-Match`` naming another version
-  -> 412 ``conflict``;
+* not valid FHIR R4 (after a Consent's liberal reading) -> 422 ``structure`` / ``required`` / ``value`` /
+  ``code-invalid`` / ``invariant`` with the FHIRPath of each problem (see ``fhir_validation``);
+* then the plan (``fhir_intake``), against what is stored: a malformed ``If-None-Exist`` -> 400, one
+  matching several -> 412 ``multiple-matches``; a partner's PUT of an id it may not know of outside its
+  own id space (``<partner id>.<anything>``) -> 405 ``not-supported``, whether or not the id is used
+  (``fhir_access.check_update_as_create``); an id in its own space the operator used, or a create whose
+  id another resource holds -> 409 ``conflict``; ``If-Match`` naming another version -> 412
+  ``conflict``; a change the caller may not make (another partner's resource it may read, a consent for
+  a patient it does not serve) -> 403 ``forbidden``; hub rules (a referral's subject must be a Patient;
+  Gravity's Task rules; a Consent the engine cannot use) -> 422 ``business-rule`` / ``required``;
+* on a read, not found or not readable by this caller -> 404 ``not-found``, the same answer either way;
 * the broker did not acknowledge, or the store did not answer (``RetryableError``) -> 503
-  ``transient`` with ``Retry-After``.
+  ``transient`` with ``Retry-After``; anything unexpected -> 500 ``exception`` with a generic message.
 
 400 is for requests that could not be parsed (or that FHIR says are bad requests), 422 for parsed
 resources that are not acceptable (FHIR RESTful API: "violated applicable FHIR profiles or server
-business rules"). Every error body is an OperationOutcome.
+business rules"). Every error body is an OperationOutcome; the OpenAPI document lists, per route, each
+status it answers (:data:`_WRITE_RESPONSES` and its siblings).
 
 Ids: a create's id is an HMAC, under the hub's id key, of (sender, type, exact bytes), so a client
 retrying after a lost response gets the same id and ``ce_id`` and nothing is created twice (the retry
 is answered 201 with the stored version 1), while no other partner can predict, squat or confirm it.
 Reads show a partner what another partner sent only through the read gate (``fhir_disclosure``): the
 same consent decision and redaction as delivery, audited. A PUT of content identical to the current
-version is answered 200 and writes nothing. The event carries the request body byte for byte; the
-response is the resource as stored, with ``meta.versionId`` and ``meta.lastUpdated`` set by the server.
+version is answered 200 and writes nothing. The event of a create or update carries the request body
+byte for byte (a Bundle entry's: its resource with references resolved, a Consent's normalised); the
+response is the resource as stored, with ``meta.versionId`` and ``meta.lastUpdated`` set by the server
+(a Consent's: see above).
 """
 
 from __future__ import annotations
@@ -100,7 +115,7 @@ from hub.ports import Authenticator, EventWriter, IngressWriter, Principal
 #: Seconds a client should wait before retrying after a 503.
 RETRY_AFTER_SECONDS = 5
 #: When the CapabilityStatement last changed (update it with the capabilities).
-CAPABILITY_DATE = "2026-11-23"
+CAPABILITY_DATE = "2026-12-04"
 _ACCEPTED_MEDIA_TYPES = frozenset({"application/fhir+json", "application/json"})
 _ACCEPTED_FHIR_VERSIONS = frozenset({"4.0", "4.0.1"})
 _MEDIA_TYPE_HINT = (
@@ -493,7 +508,15 @@ def _consent_capability() -> dict[str, Any]:
         "readings). Written by the HIE operator, and by hospitals for their own patients; never by CBOs. Each "
         "accepted version (a new consent, a change, a revocation by status inactive) becomes a consent-change "
         "event on the patient's key, so every later event of that patient is decided under it; it is "
-        "delivered to no partner. A Consent the consent engine cannot use is refused with 422.",
+        "delivered to no partner. Consents in LEAP or R5-era shapes (scope only in category, R5 decision, a "
+        "single object where R4 repeats, a Coding where R4 has a CodeableConcept or the reverse) are "
+        "normalised to R4 and stored so; the 2xx then carries a warning OperationOutcome with one issue per "
+        "change at its FHIRPath instead of the resource (Prefer: return=representation, =minimal or "
+        "=OperationOutcome chooses), and in a transaction or batch Bundle those warnings are the entry's "
+        "response.outcome. Consents of another scope (research, treatment, adr) are stored, answered with a "
+        "warning, and ignored for privacy decisions. A Consent the consent engine still cannot use after "
+        "normalisation (no scope, no patient, a privacy consent that says neither permit nor deny) is "
+        "refused with 422.",
         "interaction": [
             {"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "create"}, {"code": "search-type"},
         ],

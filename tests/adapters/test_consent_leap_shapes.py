@@ -418,3 +418,19 @@ async def test_a_put_entry_normalises_too_and_its_warnings_never_quote_what_was_
     assert MRN["value"] not in answered.text
     stored = (await client.get("/fhir/Consent/op-consent-1", headers=auth(OPERATOR_TOKEN))).json()
     assert [{"coding": [ALCOHOL]}] == stored["provision"]["provision"][0]["code"]
+
+
+async def test_the_capability_statement_tells_a_consent_writer_what_the_api_does_with_these_shapes(
+    client: httpx.AsyncClient,
+) -> None:
+    """The Consent documentation names the normalisation and its warnings (Consent API and Bundle entries),
+    that research/treatment/adr consents are stored and ignored, and refuses with 422 only what is still
+    unusable after normalisation."""
+    statement = (await client.get("/fhir/metadata")).json()
+    [consent] = [r for r in statement["rest"][0]["resource"] if r["type"] == "Consent"]
+    documentation = consent["documentation"]
+    for fact in (
+        "normalised to R4", "warning OperationOutcome", "response.outcome", "research, treatment, adr",
+        "ignored for privacy decisions", "still cannot use after normalisation", "422",
+    ):
+        assert fact in documentation, fact
