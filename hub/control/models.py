@@ -44,6 +44,9 @@ PARTNER_ID_MAX = 63
 #: MSH-4 is an HD of three components (IS 20, ST 199, ID 6 in v2.5) joined by '^'.
 FACILITY_MAX = 227
 SECRET_NAME_MAX = 64
+#: Kafka topic names are at most 249 characters; a CloudEvents id is kept to 255 as in the audit.
+TOPIC_MAX = 249
+EVENT_ID_MAX = 255
 CURRENT_TIMESTAMP = text("CURRENT_TIMESTAMP")
 
 
@@ -222,3 +225,21 @@ class HubSecretRow(Base):
     name: Mapped[str] = mapped_column(String(SECRET_NAME_MAX), primary_key=True)
     value: Mapped[bytes] = mapped_column(LargeBinary())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now, server_default=CURRENT_TIMESTAMP)
+
+
+class AcceptedRecordRow(Base):
+    """A record an edge wrote to a ``hub.*`` topic and answered 2xx/AA for (migration 0008): the journal that
+    makes accepted events durable on the embedded broker, which keeps its log in memory. Written after the
+    broker's acknowledgement and before the answer, replayed in ``seq`` order when the hub starts a fresh
+    embedded broker, pruned by age (``hub.control.journal``, docs/adr/0012-durable-accepted-events.md)."""
+
+    __tablename__ = "accepted_records"
+    __table_args__ = (Index(None, "accepted_at"),)
+
+    seq: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(TOPIC_MAX))
+    key: Mapped[bytes] = mapped_column(LargeBinary())
+    value: Mapped[bytes] = mapped_column(LargeBinary())
+    headers: Mapped[str] = mapped_column(Text())  # JSON object of the record's headers, without hub_proof
+    ce_id: Mapped[str | None] = mapped_column(String(EVENT_ID_MAX), nullable=True)
+    accepted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now, server_default=CURRENT_TIMESTAMP)

@@ -22,10 +22,11 @@ from hub.control.partners import create_partner
 from hub.errors import ConfigurationError, StoreUnavailable
 from tests.control.helpers import fetch_all
 
-HEAD = "0007"
+HEAD = "0008"
 TABLES = {
     "partners", "patient_identities", "consent_decisions", "partner_sequences", "partner_event_numbers",
     "resources", "resource_identifiers", "partner_facilities", "partner_rosters", "hub_secrets",
+    "accepted_records",
 }
 
 
