@@ -35,6 +35,7 @@ from hub.adapters.operation_outcome import PayloadTooLarge
 from hub.adapters.problem_json import install_problem_handlers
 from hub.admin.api import PartnerCreated, build_admin_router
 from hub.auth import SqlAuthenticator
+from hub.broker.client_security import NO_SECURITY, ClientSecurity, client_security
 from hub.broker.embedded import EmbeddedBroker, port_is_free, wait_for_metadata
 from hub.broker.topics import ensure_topics
 from hub.consent import labels
@@ -82,13 +83,16 @@ class RunningHub:
     http_url: str | None = None
     mllp_port: int | None = None
     embedded: EmbeddedBroker | None = None
+    security: ClientSecurity = NO_SECURITY  # how its Kafka clients authenticate (hub.broker.client_security)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list, repr=False)
 
 
-def build_kafka_broker(bootstrap: str) -> KafkaBroker:
-    """The FastStream broker; its producer waits for all in-sync replicas (acks=all)."""
+def build_kafka_broker(bootstrap: str, security: ClientSecurity = NO_SECURITY) -> KafkaBroker:
+    """The FastStream broker (its consumers are the pipeline workers); its producer waits for all in-sync
+    replicas (acks=all). ``security`` says how it authenticates to the broker."""
     return KafkaBroker(
         bootstrap,
+        security=security.faststream(),
         acks="all",
         enable_idempotence=False,  # Tansu has no idempotent producer
         request_timeout_ms=10_000,
@@ -235,10 +239,12 @@ async def _start_http(app: FastAPI, settings: Settings, stack: contextlib.AsyncE
     return f"http://{settings.http_host}:{port}"
 
 
-async def _start_broker(settings: Settings, stack: contextlib.AsyncExitStack) -> EmbeddedBroker | None:
-    """Start the embedded broker, or check that the configured one answers."""
+async def _start_broker(
+    settings: Settings, security: ClientSecurity, stack: contextlib.AsyncExitStack
+) -> EmbeddedBroker | None:
+    """Start the embedded broker, or check that the configured one answers (authenticating with ``security``)."""
     if not settings.embedded:
-        await wait_for_metadata(settings.bootstrap, timeout_s=settings.broker_wait_s)
+        await wait_for_metadata(settings.bootstrap, timeout_s=settings.broker_wait_s, security=security)
         return None
     embedded = EmbeddedBroker(port=settings.embedded_kafka_port, start_timeout_s=settings.broker_wait_s)
     await embedded.start()
@@ -252,6 +258,7 @@ async def running_hub(
 ) -> AsyncIterator[RunningHub]:
     """Start every configured part of the hub; stop them all, in reverse order, on exit."""
     policies = sharing_policies(settings)  # a policy the hub cannot apply stops it before anything starts
+    security = client_security(settings)  # so do Kafka credentials that cannot work
     if http:
         for what, host, port, variable in (
             ("the HTTP API", settings.http_host, settings.http_port, "HUB_HTTP_PORT"),
@@ -263,7 +270,7 @@ async def running_hub(
                     f"stop what uses it or set {variable} to a free port"
                 )
     async with contextlib.AsyncExitStack() as stack:
-        embedded = await _start_broker(settings, stack)
+        embedded = await _start_broker(settings, security, stack)
         bootstrap = embedded.bootstrap if embedded else settings.bootstrap
 
         await db.prepare(settings.database_url)
@@ -273,14 +280,14 @@ async def running_hub(
 
         async with sessions() as session:
             known = await partners.list_partners(session)
-        await ensure_topics(bootstrap, [*CORE_TOPICS, *(partner_topic(p.id) for p in known)])
+        await ensure_topics(bootstrap, [*CORE_TOPICS, *(partner_topic(p.id) for p in known)], security=security)
 
         async def new_partner_topic(partner_id: str) -> None:
-            await ensure_topics(bootstrap, [partner_topic(partner_id)])
+            await ensure_topics(bootstrap, [partner_topic(partner_id)], security=security)
 
-        broker = build_kafka_broker(bootstrap)
+        broker = build_kafka_broker(bootstrap, security)
         proof = await record_proof(settings, sessions)
-        publisher = AioKafkaRecordPublisher(bootstrap, proof=proof)
+        publisher = AioKafkaRecordPublisher(bootstrap, proof=proof, security=security)
         await publisher.start()
         stack.push_async_callback(publisher.stop)
         directory = SqlPartnerDirectory(sessions, on_new_partner=new_partner_topic)
@@ -304,7 +311,7 @@ async def running_hub(
         admin_token = settings.admin_token.get_secret_value() if settings.admin_token else secrets.token_urlsafe(24)
         hub = RunningHub(
             settings=settings, bootstrap=bootstrap, engine=engine, sessions=sessions, broker=broker,
-            admin_token=admin_token, embedded=embedded,
+            admin_token=admin_token, embedded=embedded, security=security,
         )
         if http:
             async def partner_created(partner: partners.Partner) -> None:

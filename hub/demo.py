@@ -22,6 +22,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from hub.app import running_hub
+from hub.broker.client_security import ClientSecurity
 from hub.settings import Settings
 from hub.topics.registry import partner_topic
 
@@ -54,10 +55,10 @@ def sample_referral() -> dict[str, Any]:
     }
 
 
-async def _receive_one(bootstrap: str, topic: str, timeout_s: float) -> Any:
+async def _receive_one(bootstrap: str, topic: str, timeout_s: float, security: ClientSecurity) -> Any:
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False,
-        fetch_max_wait_ms=20, group_id=None,
+        fetch_max_wait_ms=20, group_id=None, **security.aiokafka_kwargs(),
     )
     await consumer.start()
     try:
@@ -102,7 +103,9 @@ async def run_demo(
                               f"Location: {answer.headers.get('location')}")
                 answer.raise_for_status()
 
-                record = await _receive_one(hub.bootstrap, partner_topic("demo-foodbank").name, timeout_s=30)
+                record = await _receive_one(
+                    hub.bootstrap, partner_topic("demo-foodbank").name, timeout_s=30, security=hub.security
+                )
                 headers = Table("header", "value", title=f"{partner_topic('demo-foodbank').name} received")
                 for name, value in record.headers:
                     if name.startswith("ce_") or name == "content-type":

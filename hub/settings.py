@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -19,6 +20,20 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str | None = None
     embedded_kafka_port: int = Field(default=9092, ge=1, le=65535)
+    # How the hub's own Kafka clients authenticate to an external broker (hub.broker.client_security, which
+    # checks the combination at start; deploy/README.md). The embedded broker has no authentication: leave unset.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = None
+    kafka_sasl_username: str | None = Field(default=None, description="The hub's principal, e.g. carehub.")
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(default=None, description="PEM CA bundle (unset: the system's CAs).")
+    kafka_ssl_certfile: Path | None = Field(default=None, description="PEM client certificate (mTLS).")
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="PEM private key of the client certificate.")
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = Field(default=True, description="Check the broker's name in its certificate.")
+    kafka_allow_unencrypted_sasl: bool = Field(
+        default=False, description="Permit SASL_PLAINTEXT: credentials checked, every record readable on the wire."
+    )
     database_url: str = "sqlite+aiosqlite:///carehub.db"
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)

@@ -18,6 +18,7 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from hub.broker.client_security import NO_SECURITY, ClientSecurity
 from hub.errors import ConfigurationError
 
 log = structlog.get_logger(__name__)
@@ -52,12 +53,14 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-async def wait_for_metadata(bootstrap: str, *, timeout_s: float) -> None:
+async def wait_for_metadata(
+    bootstrap: str, *, timeout_s: float, security: ClientSecurity = NO_SECURITY
+) -> None:
     """Return once the broker at ``bootstrap`` answers a metadata request; raise on timeout."""
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000, **security.aiokafka_kwargs())
         try:
             await admin.start()
             await admin.list_topics()

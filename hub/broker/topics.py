@@ -9,6 +9,7 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from hub.broker.client_security import NO_SECURITY, ClientSecurity
 from hub.errors import BrokerUnavailable
 from hub.topics.registry import TopicSpec
 
@@ -16,10 +17,12 @@ log = structlog.get_logger(__name__)
 TOPIC_ALREADY_EXISTS = 36
 
 
-async def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], *, replication: int = 1) -> list[str]:
+async def ensure_topics(
+    bootstrap: str, specs: Iterable[TopicSpec], *, replication: int = 1, security: ClientSecurity = NO_SECURITY
+) -> list[str]:
     """Create every topic in ``specs`` that does not exist yet; return the names created."""
     wanted = {spec.name: spec for spec in specs}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **security.aiokafka_kwargs())
     try:
         await admin.start()
         existing = set(await admin.list_topics())

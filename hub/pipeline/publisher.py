@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 
+from hub.broker.client_security import NO_SECURITY, ClientSecurity
 from hub.errors import BrokerUnavailable
 from hub.record_proof import RecordProof
 from hub.topics.registry import INGRESS
@@ -52,7 +53,9 @@ class AioKafkaRecordPublisher:
     one broker round trip instead of one per record.
     """
 
-    def __init__(self, bootstrap: str, *, proof: RecordProof, timeout_s: float = 15.0) -> None:
+    def __init__(
+        self, bootstrap: str, *, proof: RecordProof, timeout_s: float = 15.0, security: ClientSecurity = NO_SECURITY
+    ) -> None:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             acks="all",
@@ -60,6 +63,7 @@ class AioKafkaRecordPublisher:
             request_timeout_ms=10_000,
             linger_ms=0,
             client_id="carehub",
+            **security.aiokafka_kwargs(),
         )
         self._proof = proof
         self._timeout_s = timeout_s
