@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     worker_group: str = "carehub-pipeline"
     log_json: bool = False
     log_level: str = "INFO"
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        """Kafka's own clients read these names in any case (``sasl_ssl``, ``scram-sha-512``)."""
+        return value.strip().upper() if isinstance(value, str) else value
 
     @property
     def embedded(self) -> bool:

@@ -385,3 +385,11 @@ def test_a_client_security_cannot_be_built_half_configured() -> None:
         ClientSecurity(protocol="SASL_SSL", ssl_context=ssl.create_default_context())
     with pytest.raises(ValueError, match="SSL context"):
         ClientSecurity(protocol="SSL")
+
+
+def test_protocol_and_mechanism_are_read_in_any_case_like_kafkas_own_clients() -> None:
+    settings = external(
+        kafka_security_protocol=" sasl_ssl", kafka_sasl_mechanism="scram-sha-256", kafka_sasl_username="carehub",
+        kafka_sasl_password=SecretStr(PASSWORD),
+    )
+    assert ("SASL_SSL", "SCRAM-SHA-256") == (settings.kafka_security_protocol, settings.kafka_sasl_mechanism)
