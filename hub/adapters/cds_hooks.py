@@ -18,6 +18,9 @@ This module does I/O only; everything it decides is in the pure modules. Answers
 * 404 ``not_found``: another service id; 413 ``payload_too_large``; 415 ``unsupported_media_type``
   (JSON only); 503 ``service_unavailable`` with ``Retry-After`` when the store does not answer.
 
+The OpenAPI document lists the same answers per route (:data:`DISCOVERY_RESPONSES`, :data:`CONSULT_RESPONSES`;
+the 404 belongs to no documented operation).
+
 Audit record of a consult: ``event_id`` ``cds-consult:<sha-256 of caller and hookInstance>`` (a retried
 consult is recorded once; the id can never equal an event id, so it never grants a FHIR read),
 ``recipient_id`` the actor's partner id (``(unregistered-actor)`` when the actor is no partner),
@@ -56,6 +59,52 @@ _REALM: Final = 'Bearer realm="carehub"'
 _RULE_MAX: Final = 128
 
 
+#: OpenAPI: LEAP's error body, every error answer of the service.
+ERROR_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["error", "errorMessage"],
+    "properties": {
+        "error": {"type": "string"},
+        "errorMessage": {"type": "string"},
+        "expression": {"type": "string", "description": "The JSON path of the problem, when known"},
+    },
+}
+
+
+def _answer(description: str, schema: dict[str, Any], **headers: str) -> dict[str, Any]:
+    documented: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        documented["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()
+        }
+    return documented
+
+
+def _error(error: str, description: str, **headers: str) -> dict[str, Any]:
+    return _answer(f"{error}: {description} (LEAP error)", ERROR_SCHEMA, **headers)
+
+
+_TOO_LARGE: Final = _error("payload_too_large", "the body is over the hub's limit (HUB_MAX_BODY_BYTES)")
+#: Every status each route answers (besides 500, an unexpected failure), for the OpenAPI document.
+DISCOVERY_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    200: _answer("The discovery document", {"type": "object", "required": ["services"]}),
+    413: _TOO_LARGE,
+}
+CONSULT_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    200: _answer("One LEAP card (CONSENT_PERMIT, CONSENT_DENY or NO_CONSENT), audited", {
+        "type": "object", "required": ["cards"],
+        "properties": {"cards": {"type": "array", "items": {"type": "object"}}},
+    }),
+    400: _error("bad_request", "not JSON, not a consult this service can use, or an operator's without actor"),
+    401: _error("unauthorized", "no or unknown bearer token", **{"WWW-Authenticate": 'Bearer realm="carehub"'}),
+    403: _error("forbidden", "a partner asking about a patient it has no relationship with (or one the hub does "
+                "not know: the same answer)"),
+    413: _TOO_LARGE,
+    415: _error("unsupported_media_type", "the body is not application/json"),
+    503: _error("service_unavailable", "the consent store did not answer; retry", **{"Retry-After": "Seconds to wait"}),
+}
+
+
 class _Refused(Exception):
     """An error answer: HTTP status, LEAP error code, message, JSON path, extra headers."""
 
@@ -76,7 +125,8 @@ def build_cds_router(*, authenticator: Authenticator, store: ConsultStore, max_b
     service = _CdsService(authenticator=authenticator, store=store, max_body_bytes=max_body_bytes)
     router = APIRouter(tags=["CDS Hooks consent service"])
     router.add_api_route(
-        "/cds-services", service.discovery, methods=["GET"], summary="CDS Hooks discovery", response_class=Response
+        "/cds-services", service.discovery, methods=["GET"], summary="CDS Hooks discovery", response_class=Response,
+        responses=DISCOVERY_RESPONSES,
     )
     router.add_api_route(
         f"/cds-services/{SERVICE_ID}", service.consult, methods=["POST"], response_class=Response,
@@ -84,6 +134,7 @@ def build_cds_router(*, authenticator: Authenticator, store: ConsultStore, max_b
         openapi_extra={
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}}
         },
+        responses=CONSULT_RESPONSES,
     )
     router.add_api_route(
         "/cds-services/{service_id}", service.unknown_service, methods=["POST"], response_class=Response,

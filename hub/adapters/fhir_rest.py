@@ -126,21 +126,171 @@ _FHIR_ID = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345
 
 Handler = Callable[[Request, Any], Response | Awaitable[Response]]
 
+#: OpenAPI: the schema of every error body under /fhir.
+OPERATION_OUTCOME_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["resourceType", "issue"],
+    "properties": {
+        "resourceType": {"const": "OperationOutcome"},
+        "issue": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["severity", "code"],
+                "properties": {
+                    "severity": {"enum": ["fatal", "error", "warning", "information"]},
+                    "code": {"type": "string"},
+                    "diagnostics": {"type": "string"},
+                    "expression": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+    },
+}
+_RESOURCE_SCHEMA: dict[str, Any] = {"type": "object", "required": ["resourceType"]}
+_VERSION_HEADERS = {
+    "ETag": {"description": 'The version, as W/"<versionId>"', "schema": {"type": "string"}},
+    "Last-Modified": {"description": "When the version was stored", "schema": {"type": "string"}},
+}
+
+
+def _fhir_answer(description: str, *, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An OpenAPI response with an ``application/fhir+json`` resource (or Bundle) body."""
+    answer: dict[str, Any] = {
+        "description": description, "content": {FHIR_JSON_MEDIA_TYPE: {"schema": _RESOURCE_SCHEMA}},
+    }
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+def _outcome(description: str, *, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An OpenAPI error response: an ``application/fhir+json`` OperationOutcome."""
+    answer: dict[str, Any] = {
+        "description": f"{description} (OperationOutcome)",
+        "content": {FHIR_JSON_MEDIA_TYPE: {"schema": OPERATION_OUTCOME_SCHEMA}},
+    }
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+_UNAUTHENTICATED = _outcome(
+    "No or unknown bearer token",
+    headers={"WWW-Authenticate": {"description": 'Bearer realm="carehub"', "schema": {"type": "string"}}},
+)
+_TOO_LARGE = _outcome("The body is over the hub's limit (HUB_MAX_BODY_BYTES), refused before it is parsed")
+_UNAVAILABLE = _outcome(
+    "The broker or the store did not answer; nothing was stored, retry",
+    headers={"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+)
+_STORED_HEADERS = {
+    **_VERSION_HEADERS, "Location": {"description": "[base]/Type/id/_history/vid", "schema": {"type": "string"}},
+}
+#: Every status each FHIR route answers (besides 500, an unexpected failure), for the OpenAPI document.
+_METADATA_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: _fhir_answer("The CapabilityStatement"),
+    413: _TOO_LARGE,
+}
+_READ_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: _fhir_answer("The resource (the version) as the caller may see it", headers=_VERSION_HEADERS),
+    401: _UNAUTHENTICATED,
+    404: _outcome(
+        "No such resource or version, none the caller may read (the same answer), or a resource type not served"
+    ),
+    413: _TOO_LARGE,
+    503: _UNAVAILABLE,
+}
+_SEARCH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: _fhir_answer("A searchset Bundle of the current versions the caller may read"),
+    400: _outcome("No patient parameter, more than one, or another search parameter"),
+    401: _UNAUTHENTICATED,
+    413: _TOO_LARGE,
+    503: _UNAVAILABLE,
+}
+_BAD_BODY = _outcome(
+    "The body is not one JSON object (or too deeply nested), or the request is malformed (an id in the URL, "
+    "the id in the body, If-Match, If-None-Exist, a parameter)"
+)
+_UNSUPPORTED_MEDIA_TYPE = _outcome("Content-Type is not application/fhir+json (or application/json)")
+_INVALID = _outcome("Not valid FHIR R4, or against a hub rule (each issue with its FHIRPath)")
+_PRECONDITION = _outcome("If-None-Exist matched several, or If-Match names another version")
 _WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "Updated, nothing changed, or an If-None-Exist match (the resource)"},
-    201: {"description": "Created, acknowledged by the broker and stored"},
-    400: {"description": "The body is not one JSON object, or the request is malformed (OperationOutcome)"},
-    401: {"description": "No or unknown bearer token (OperationOutcome)"},
-    403: {"description": "The caller may not do this (OperationOutcome)"},
-    404: {"description": "Resource type not served (OperationOutcome)"},
-    409: {"description": "The id is held by another partner's resource (OperationOutcome)"},
-    412: {"description": "If-None-Exist matched several, or If-Match names another version (OperationOutcome)"},
-    413: {"description": "The body is too large (OperationOutcome)"},
-    415: {"description": "Unsupported Content-Type (OperationOutcome)"},
-    422: {"description": "Not valid FHIR R4, or against a hub rule (OperationOutcome)"},
-    503: {"description": "The broker or the store did not answer; retry (OperationOutcome)"},
+    200: _fhir_answer(
+        "Updated, nothing changed, or an If-None-Exist match: the resource (a Consent that was normalised or is "
+        "ignored for privacy: a warning OperationOutcome; Prefer: return= chooses)",
+        headers=_STORED_HEADERS,
+    ),
+    201: _fhir_answer(
+        "Created, acknowledged by the broker and stored (a Consent: as for 200)", headers=_STORED_HEADERS
+    ),
+    400: _BAD_BODY,
+    401: _UNAUTHENTICATED,
+    403: _outcome("The caller may not do this (a CBO creating, a change of another partner's resource, ...)"),
+    404: _outcome("Resource type not served"),
+    409: _outcome("The id is held by another resource"),
+    412: _PRECONDITION,
+    413: _TOO_LARGE,
+    415: _UNSUPPORTED_MEDIA_TYPE,
+    422: _INVALID,
+    503: _UNAVAILABLE,
+}
+_CREATE_RESPONSES = _WRITE_RESPONSES
+_UPDATE_RESPONSES: dict[int | str, dict[str, Any]] = dict(
+    sorted(
+        {
+            **_WRITE_RESPONSES,
+            405: _outcome(
+                "A partner's PUT of an id it may not know of outside its own id space (<partner id>.<anything>), "
+                "whether or not the id is used"
+            ),
+        }.items(),
+        key=lambda item: str(item[0]),
+    )
+)
+_BUNDLE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: _fhir_answer(
+        "A transaction-response or batch-response Bundle (a batch entry's own error in its response.outcome)"
+    ),
+    400: _BAD_BODY,
+    401: _UNAUTHENTICATED,
+    403: _outcome("A transaction entry the caller may not write (naming the entry)"),
+    404: _outcome("A transaction's GET entry names no resource the caller may read"),
+    405: _UPDATE_RESPONSES[405],
+    409: _WRITE_RESPONSES[409],
+    412: _PRECONDITION,
+    413: _TOO_LARGE,
+    415: _UNSUPPORTED_MEDIA_TYPE,
+    422: _outcome("Not a transaction or batch Bundle, or a transaction entry not valid FHIR R4 or against a hub rule"),
+    503: _UNAVAILABLE,
+}
+_MESSAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: _fhir_answer("The response message Bundle"),
+    400: _outcome("The body is not one JSON object, or async=true was asked for"),
+    401: _UNAUTHENTICATED,
+    403: _outcome("Community-based organizations send no notifications"),
+    413: _TOO_LARGE,
+    415: _UNSUPPORTED_MEDIA_TYPE,
+    422: _outcome("Not a Da Vinci notification message Bundle this server processes"),
+    503: _UNAVAILABLE,
 }
 _BODY = {"requestBody": {"required": True, "content": {FHIR_JSON_MEDIA_TYPE: {"schema": {"type": "object"}}}}}
+_ASYNC_PARAMETER = {
+    "parameters": [
+        {"name": "async", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "Only false: messages are processed synchronously (true: 400)"}
+    ]
+}
+_SEARCH_PARAMETERS_DOC = {
+    "parameters": [
+        {"name": "patient", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "Patient/<id>, an absolute reference, or an identifier as system|value (exactly one of "
+         "patient and patient:identifier)"},
+        {"name": "patient:identifier", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "An identifier of the patient as system|value"},
+    ]
+}
 
 
 def build_fhir_router(
@@ -169,43 +319,76 @@ def build_fhir_router(
     router = APIRouter(tags=["FHIR R4"])
     router.add_api_route(
         "/metadata", api.metadata, methods=["GET"], summary="CapabilityStatement (FHIR R4)",
-        response_class=Response, responses={200: {"content": {FHIR_JSON_MEDIA_TYPE: {}}}},
+        response_class=Response, responses=_METADATA_RESPONSES,
     )
     router.add_api_route(
         "/$process-message", api.process_message, methods=["POST"],
         summary="Process a Da Vinci notification message (admit, discharge, transfer)",
-        response_class=Response, openapi_extra=_BODY, responses=_WRITE_RESPONSES,
+        response_class=Response, openapi_extra={**_BODY, **_ASYNC_PARAMETER}, responses=_MESSAGE_RESPONSES,
     )
     for path in ("", "/"):
         router.add_api_route(
             path, api.bundle, methods=["POST"], summary="Process a transaction or batch Bundle",
-            response_class=Response, openapi_extra=_BODY, responses=_WRITE_RESPONSES, include_in_schema=path == "",
+            response_class=Response, openapi_extra=_BODY, responses=_BUNDLE_RESPONSES, include_in_schema=path == "",
         )
     router.add_api_route(
         "/{resource_type}", api.create, methods=["POST"], status_code=201,
-        summary="Create a resource (ServiceRequest, Task, Encounter, Patient, Organization, Practitioner)",
-        response_class=Response, openapi_extra=_BODY, responses=_WRITE_RESPONSES,
+        summary="Create a resource (ServiceRequest, Task, Encounter, Consent, Patient, Organization, Practitioner)",
+        response_class=Response, openapi_extra=_BODY, responses=_CREATE_RESPONSES,
     )
     for searchable in SEARCHABLE_TYPES:
         router.add_api_route(
             f"/{searchable}", _searcher(api, searchable), methods=["GET"],
             summary=f"Search {searchable} by patient=<reference or system|value> (a searchset Bundle)",
-            response_class=Response,
+            response_class=Response, responses=_SEARCH_RESPONSES, openapi_extra=_SEARCH_PARAMETERS_DOC,
         )
     router.add_api_route(
         "/{resource_type}/{resource_id}", api.update, methods=["PUT"],
         summary="Update a resource, or create it with this id",
-        response_class=Response, openapi_extra=_BODY, responses=_WRITE_RESPONSES,
+        response_class=Response, openapi_extra=_BODY, responses=_UPDATE_RESPONSES,
+    )
+    # Reads take their path parameters from the Request: typed ones would make FastAPI document a 422
+    # HTTPValidationError that a str path parameter can never cause (and that /fhir would answer as 400).
+    router.add_api_route(
+        "/{resource_type}/{resource_id}", _from_path(api.read, "resource_type", "resource_id"), methods=["GET"],
+        summary="Read a resource", response_class=Response, responses=_READ_RESPONSES,
+        openapi_extra=_path_parameters("resource_type", "resource_id"),
     )
     router.add_api_route(
-        "/{resource_type}/{resource_id}", api.read, methods=["GET"], summary="Read a resource",
-        response_class=Response,
-    )
-    router.add_api_route(
-        "/{resource_type}/{resource_id}/_history/{version_id}", api.vread, methods=["GET"],
-        summary="Read one version of a resource", response_class=Response,
+        "/{resource_type}/{resource_id}/_history/{version_id}",
+        _from_path(api.vread, "resource_type", "resource_id", "version_id"), methods=["GET"],
+        summary="Read one version of a resource", response_class=Response, responses=_READ_RESPONSES,
+        openapi_extra=_path_parameters("resource_type", "resource_id", "version_id"),
     )
     return router
+
+
+def _from_path(handler: Callable[..., Awaitable[Response]], *names: str) -> Callable[[Request], Awaitable[Response]]:
+    """``handler(request, *path parameters)`` as an endpoint that takes only the request."""
+
+    async def endpoint(request: Request) -> Response:
+        return await handler(request, *(str(request.path_params[name]) for name in names))
+
+    endpoint.__name__ = handler.__name__
+    endpoint.__doc__ = handler.__doc__
+    return endpoint
+
+
+_PATH_PARAMETERS: dict[str, str] = {
+    "resource_type": "A resource type this server serves (another: 404 not-supported)",
+    "resource_id": "The resource's id",
+    "version_id": "The version (meta.versionId)",
+}
+
+
+def _path_parameters(*names: str) -> dict[str, Any]:
+    return {
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "description": _PATH_PARAMETERS[name],
+             "schema": {"type": "string"}}
+            for name in names
+        ]
+    }
 
 
 def _searcher(api: _FhirApi, resource_type: str) -> Callable[[Request], Awaitable[Response]]:

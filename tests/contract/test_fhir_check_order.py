@@ -102,6 +102,17 @@ ROWS: dict[str, Row] = {
 }
 
 
+async def send(hub_http: HubHttp, http: httpx.AsyncClient, row: Row) -> httpx.Response:
+    """Send ``row``'s request (its token: a registered partner's, or sent as it is)."""
+    headers = dict(row.headers)
+    if row.token is not None:
+        headers.update(HubHttp.bearer(hub_http.tokens.get(row.token, row.token)))
+    if row.content_type is not None:
+        headers["Content-Type"] = row.content_type
+    content = chunks(row.streamed) if row.streamed else row.body
+    return await http.request(row.method, row.path, content=content, headers=headers)
+
+
 @pytest.fixture(scope="module")
 async def hub(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[HubHttp, httpx.AsyncClient]]:
     url = database_url(Path(tmp_path_factory.mktemp("check-order")))
@@ -118,14 +129,7 @@ async def hub(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[H
 async def test_a_request_failing_two_checks_gets_the_earlier_ones_answer(
     hub: tuple[HubHttp, httpx.AsyncClient], name: str
 ) -> None:
-    hub_http, http = hub
+    answer = await send(*hub, ROWS[name])
     row = ROWS[name]
-    headers = dict(row.headers)
-    if row.token is not None:
-        headers.update(HubHttp.bearer(hub_http.tokens.get(row.token, row.token)))
-    if row.content_type is not None:
-        headers["Content-Type"] = row.content_type
-    content = chunks(row.streamed) if row.streamed else row.body
-    answer = await http.request(row.method, row.path, content=content, headers=headers)
     assert (FHIR, "OperationOutcome") == (answer.headers["content-type"], answer.json()["resourceType"]), answer.text
     assert row.expected == (answer.status_code, answer.json()["issue"][0]["code"]), answer.text
