@@ -25,11 +25,14 @@ the Task whose ``focus`` is that ServiceRequest, linked by ``urn:uuid:`` fullUrl
    (POST before PUT before GET) and, within that, directory resources, then ServiceRequests, then the
    rest, so a referral's event precedes its Task's.
 
-``transaction``: all or nothing. Steps 1-5 run for every entry before anything is written; any problem
-answers one OperationOutcome naming the entry (422 for content, or the status of the first planning
-error: 403, 404, 409, 412) and writes nothing. Then every event is written (each acknowledged by the
-broker) and every version stored in one database transaction; the answer is a ``transaction-response``
-Bundle, entries in request order. The broker has no transactions (Tansu), so a broker failure midway
+``transaction``: all or nothing. Steps 1-5 run for every entry before anything is written, and so does
+every GET entry the writes cannot change (a resource the transaction does not write, or a version that
+exists already; a vread of a version the transaction would write is refused, 422); any problem answers
+one OperationOutcome naming the entry (422 for content, 400 for a malformed ``ifNoneExist``, or the
+status of the first planning or reading error: 403, 404, 405, 409, 412) and writes nothing. Then every
+event is written (each acknowledged by the broker) and every version stored in one database transaction,
+then the GET entries of written resources are read; the answer is a ``transaction-response`` Bundle,
+entries in request order. The broker has no transactions (Tansu), so a broker failure midway
 answers 503 after some events were written; they are not stored, and the client's retry of the same
 Bundle produces the same ids and ``ce_id`` values, which downstream de-duplicates.
 
@@ -43,7 +46,7 @@ import copy
 import http
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,13 +64,21 @@ from hub.adapters.fhir_validation import (
     validate_bundle_structure,
     validate_resource,
 )
-from hub.adapters.operation_outcome import AuthenticationRequired, Forbidden, http_status_for, outcome, outcome_for
+from hub.adapters.operation_outcome import (
+    AuthenticationRequired,
+    Forbidden,
+    ResourceNotFound,
+    http_status_for,
+    outcome,
+    outcome_for,
+)
 from hub.consent.consent_reading import Normalization
 from hub.errors import HubError, InvalidInput, NotAuthorized
 from hub.ports import Principal
 
 MAX_BUNDLE_ENTRIES = 100
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_VERSION = re.compile(r"[1-9][0-9]{0,8}")
 _RESTFUL_URL = re.compile(r"https?://\S+/(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})")
 _LOCAL_REFERENCE = ("urn:uuid:", "urn:oid:")
 _METHOD_RANK = {"POST": 0, "PUT": 1, "GET": 2}
@@ -170,8 +181,8 @@ def _spec(index: int, entry: dict[str, Any]) -> EntrySpec:
             [_issue("not-supported", f"{path}.request.url", f"this server serves {', '.join(SUPPORTED_TYPES)}")]
         )
     shapes = {"POST": (1,), "PUT": (2,), "GET": (2, 4)}
-    if len(parts) not in shapes[method] or any(not _ID.fullmatch(part) for part in parts[1:]) or (
-        len(parts) == 4 and (parts[2] != "_history" or not parts[3].isdigit())
+    if len(parts) not in shapes[method] or (len(parts) >= 2 and not _ID.fullmatch(parts[1])) or (
+        len(parts) == 4 and (parts[2] != "_history" or not _VERSION.fullmatch(parts[3]))
     ):
         expected = {"POST": "Type", "PUT": "Type/id", "GET": "Type/id or Type/id/_history/vid"}[method]
         raise FhirValidationError(
@@ -405,17 +416,50 @@ async def _transaction(principal: Principal, entries: Sequence[Any], *, intake: 
             raise _at_entry(error, spec) from error
         if planned is not None:
             plans[spec.index] = planned
+    reads = await _read_before_writing(principal, ordered, plans.values(), intake)
     written = dict(zip(plans, await intake.commit([plans[i] for i in plans]), strict=True))
     by_index = {spec.index: spec for spec in specs}
     answers = {i: _response_entry(plans[i].status, written[i], spec=by_index[i]) for i in plans}
     for spec in ordered:
         if spec.method == "GET":
-            try:
-                shown = await intake.read(principal, spec.resource_type, spec.url_id or "", spec.version_id)
-            except HubError as error:
-                raise _at_entry(error, spec) from error
+            shown = reads.get(spec.index)
+            if shown is None:  # the newest version of a resource this transaction wrote: readable by its writer
+                try:
+                    shown = await intake.read(principal, spec.resource_type, spec.url_id or "", None)
+                except HubError as error:
+                    raise _at_entry(error, spec) from error
             answers[spec.index] = _response_entry(200, None, shown=shown)
     return _response_bundle("transaction-response", [answers[spec.index] for spec in specs])
+
+
+async def _read_before_writing(
+    principal: Principal, ordered: Sequence[EntrySpec], plans: Iterable[Planned], intake: Intake
+) -> dict[int, Shown]:
+    """Answer, before anything is written, every GET entry whose answer the writes cannot change (a resource
+    the transaction does not write; a version that already exists), so a GET that finds nothing refuses the
+    whole transaction. Left for after the writes: ``Type/id`` of a resource the transaction writes. A vread
+    of a written resource's version that does not exist yet is refused (422)."""
+    written = {(plan.resource_type, plan.resource_id) for plan in plans}
+    reads: dict[int, Shown] = {}
+    for spec in ordered:
+        if spec.method != "GET":
+            continue
+        target = (spec.resource_type, spec.url_id or "")
+        if target in written and spec.version_id is None:
+            continue
+        try:
+            reads[spec.index] = await intake.read(principal, spec.resource_type, target[1], spec.version_id)
+        except ResourceNotFound as error:
+            if target not in written:
+                raise _at_entry(error, spec) from error
+            raise FhirValidationError([_issue(
+                "not-supported", f"{spec.path}.request.url",
+                "a GET entry reads with _history only versions that exist before the transaction; read the "
+                "version this transaction writes with Type/id",
+            )]) from error
+        except HubError as error:
+            raise _at_entry(error, spec) from error
+    return reads
 
 
 async def _batch(principal: Principal, entries: Sequence[Any], *, intake: Intake) -> dict[str, Any]:

@@ -153,6 +153,54 @@ async def test_a_transaction_that_may_not_touch_one_resource_writes_nothing(edge
     assert 1 == len(edge.store.all_versions())
 
 
+async def test_a_transaction_whose_get_entry_finds_nothing_writes_nothing(edge: Edge) -> None:
+    """GET entries are answered after the writes (FHIR's order), but one that cannot be answered is known
+    before anything is written: all or nothing holds for reads too (it used to store the referral, then 404)."""
+    bundle = samples.referral_transaction()
+    bundle["entry"].append({"request": {"method": "GET", "url": "Patient/nobody"}})
+    response = await post_bundle(edge, bundle)
+    assert (404, "not-found", ["Bundle.entry[3]"]) == (
+        response.status_code, response.json()["issue"][0]["code"], response.json()["issue"][0]["expression"]
+    )
+    assert ([], []) == (edge.ingress.written, edge.store.all_versions())
+
+
+async def test_a_transaction_may_not_vread_the_version_it_writes_and_then_writes_nothing(edge: Edge) -> None:
+    """A vread entry of a resource the transaction writes must name a version that exists before it (the new
+    one is read with ``Type/id``); one that does not is refused before anything is written."""
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": samples.task(), "request": {"method": "PUT", "url": "Task/hosp-a.task-1"}},
+            {"request": {"method": "GET", "url": "Task/hosp-a.task-1/_history/1"}},
+        ],
+    }
+    response = await post_bundle(edge, bundle)
+    assert (422, "not-supported", ["Bundle.entry[1].request.url"]) == (
+        response.status_code, response.json()["issue"][0]["code"], response.json()["issue"][0]["expression"]
+    )
+    assert ([], []) == (edge.ingress.written, edge.store.all_versions())
+    await post_bundle(edge, {**bundle, "entry": bundle["entry"][:1]})
+    bundle["entry"][0]["resource"] = samples.task(status="accepted")
+    response = await post_bundle(edge, bundle)
+    assert 200 == response.status_code, response.text
+    written, read = response.json()["entry"]
+    assert ("200 OK", "1") == (written["response"]["status"], read["resource"]["meta"]["versionId"])
+
+
+async def test_a_batch_vread_entry_reads_that_version(edge: Edge) -> None:
+    """``GET Type/id/_history/vid`` entries are served (their ``_history`` segment used to fail the id check)."""
+    await edge.client.put("/fhir/Task/hosp-a.task-1", content=samples.dumps(samples.task()), headers=auth())
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Task/hosp-a.task-1/_history/1"}},
+        {"request": {"method": "GET", "url": "Task/hosp-a.task-1/_history/²"}},
+    ]}
+    read, refused = (await post_bundle(edge, bundle)).json()["entry"]
+    assert ("200 OK", "1") == (read["response"]["status"], read["resource"]["meta"]["versionId"])
+    assert "422 Unprocessable Entity" == refused["response"]["status"]
+
+
 async def test_a_broker_failure_midway_is_503_stores_nothing_and_the_retry_keeps_the_event_ids(edge: Edge) -> None:
     original = edge.ingress.write
     calls = 0
