@@ -5,8 +5,10 @@
 1. the embedded Tansu broker (``HUB_KAFKA_BOOTSTRAP`` unset) or a check that the given one answers;
 2. the control-plane database (migrations applied on SQLite; on PostgreSQL it must be at head);
 3. the registry's topics and every registered partner's topic;
-4. the FastStream Kafka broker with the pipeline router (producer acks=all);
-5. the HTTP server (FHIR API, CBO API, admin API) and the HL7 v2 MLLP listener.
+4. on the embedded broker, the journal of accepted records replayed into it (docs/adr/0012);
+5. the FastStream Kafka broker with the pipeline router (producer acks=all);
+6. the HTTP server (FHIR API, CBO API, admin API) and the HL7 v2 MLLP listener, whose writes are
+   journaled on the embedded broker (``hub.broker.journal``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import structlog
 import uvicorn
@@ -37,6 +40,7 @@ from hub.admin.api import PartnerCreated, build_admin_router
 from hub.auth import SqlAuthenticator
 from hub.broker.client_security import NO_SECURITY, ClientSecurity, client_security
 from hub.broker.embedded import EmbeddedBroker, port_is_free, wait_for_metadata
+from hub.broker.journal import JournalAppender, JournaledPublisher, prune_journal, prune_periodically, replay_journal
 from hub.broker.topics import ensure_topics
 from hub.consent import labels
 from hub.consent.model import Jurisdiction, Policies
@@ -46,7 +50,7 @@ from hub.control.resources import SqlResourceStore
 from hub.control.secrets import hub_secret
 from hub.errors import ConfigurationError
 from hub.pipeline.normalize import EdgeNormalizer
-from hub.pipeline.publisher import AioKafkaRecordPublisher
+from hub.pipeline.publisher import AioKafkaRecordPublisher, EdgePublisher
 from hub.pipeline.route import engine_decider
 from hub.pipeline.stores import (
     SqlAuditLog,
@@ -151,7 +155,7 @@ def build_http_app(
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
     authenticator: SqlAuthenticator,
-    publisher: AioKafkaRecordPublisher,
+    publisher: EdgePublisher,
     on_partner_created: PartnerCreated,
     id_key: bytes | None = None,
 ) -> FastAPI:
@@ -252,6 +256,38 @@ async def _start_broker(
     return embedded
 
 
+#: How often the hub prunes the journal of accepted records.
+JOURNAL_PRUNE_EVERY = timedelta(hours=1)
+
+
+async def _durable_edge_writes(
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    publisher: AioKafkaRecordPublisher,
+    stack: contextlib.AsyncExitStack,
+) -> EdgePublisher:
+    """The writer the edges use. On the embedded broker (memory only) it journals every accepted record in
+    the database, and the journal's retained records are replayed into the fresh broker first; with an
+    external Kafka the acks=all write is the durable one and nothing is journaled (docs/adr/0012)."""
+    retention = timedelta(hours=settings.journal_retention_hours)
+    pruned = await prune_journal(sessions, retention)
+    if not settings.embedded:
+        return publisher
+    replayed = await replay_journal(sessions, publisher)
+    log.info("journal_replayed", records=replayed, pruned=pruned)
+    pruning = asyncio.create_task(prune_periodically(sessions, retention, every=JOURNAL_PRUNE_EVERY))
+
+    async def stop_pruning() -> None:
+        pruning.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruning
+
+    stack.push_async_callback(stop_pruning)
+    journal = JournalAppender(sessions)
+    stack.push_async_callback(journal.close)
+    return JournaledPublisher(publisher, journal)
+
+
 @contextlib.asynccontextmanager
 async def running_hub(
     settings: Settings, *, http: bool = True, workers: bool = True
@@ -290,6 +326,7 @@ async def running_hub(
         publisher = AioKafkaRecordPublisher(bootstrap, proof=proof, security=security)
         await publisher.start()
         stack.push_async_callback(publisher.stop)
+        edge_publisher = await _durable_edge_writes(settings, sessions, publisher, stack)
         directory = SqlPartnerDirectory(sessions, on_new_partner=new_partner_topic)
         roster_source = SqlRosterSource(sessions)  # the admin API below clears it on a roster change
         if workers:
@@ -321,13 +358,13 @@ async def running_hub(
             app = build_http_app(
                 settings=settings, sessions=sessions,
                 authenticator=SqlAuthenticator(sessions, admin_token=admin_token),
-                publisher=publisher, on_partner_created=partner_created,
+                publisher=edge_publisher, on_partner_created=partner_created,
                 id_key=await hub_secret(sessions, RESOURCE_ID_SECRET),
             )
             app.state.roster_changed = roster_source.invalidate  # read by hub.admin.rosters_api
             hub.http_url = await _start_http(app, settings, stack)
             mllp = await start_mllp_server(
-                host=settings.mllp_host, port=settings.mllp_port, ingress=publisher,
+                host=settings.mllp_host, port=settings.mllp_port, ingress=edge_publisher,
                 hospitals=FacilityDirectory(sessions, settings.mllp_facilities),
                 max_message_bytes=settings.max_body_bytes,
                 limits=ConnectionLimits(

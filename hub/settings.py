@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     consumer_session_timeout_ms: int | None = Field(default=None, ge=1000)
     max_batch: int = Field(default=200, ge=1, le=10_000, description="Records per pipeline batch.")
     broker_wait_s: float = Field(default=30.0, gt=0, description="How long to wait for the broker to answer.")
+    # Durability on the embedded broker (hub.broker.journal, docs/adr/0012-durable-accepted-events.md).
+    journal_retention_hours: float = Field(
+        default=168.0, gt=0, description="Hours the embedded default keeps accepted records to replay at start."
+    )
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     worker_group: str = "carehub-pipeline"
     log_json: bool = False

@@ -2,17 +2,30 @@
 
 Only used when ``HUB_KAFKA_BOOTSTRAP`` is unset. Every failure an operator can fix becomes a
 ``ConfigurationError`` whose one-line message says what to do.
+
+The broker dies with the hub (docs/adr/0012): on Linux the child asks the kernel for SIGKILL when the
+thread that started it dies (``prctl(PR_SET_PDEATHSIG)``), so even a ``kill -9`` of the hub leaves no
+broker holding the port. It still runs in its own session, so a Ctrl-C reaches only the hub, which
+stops it in order. A pid file per port (in the temporary directory) names the running broker; a start
+that finds the port held by the broker an earlier hub left (where the kernel cannot stop it, or from
+a hub older than this) stops that orphan first, and otherwise says which process to stop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
+import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient
@@ -78,6 +91,60 @@ async def wait_for_metadata(
     )
 
 
+#: ``prctl`` option: the signal the kernel sends a child when the thread that started it dies.
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when the calling thread dies (Linux), else None.
+
+    ``prctl`` is looked up here, before the fork, so the child does no more than one C call and a check
+    that its parent did not die before the call (then it exits at once).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # pragma: no cover - every Linux libc has prctl
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+def pid_file_for(host: str, port: int) -> Path:
+    """Where the embedded broker on ``host:port`` keeps its process id while it runs."""
+    return Path(tempfile.gettempdir()) / f"carehub-embedded-kafka-{host}-{port}.pid"
+
+
+def _read_pid_file(pid_file: Path) -> tuple[int, int] | None:
+    """``(broker pid, pid of the hub that started it)`` from a pid file, or None."""
+    try:
+        fields = pid_file.read_text().split()
+    except OSError:
+        return None
+    if len(fields) != 2 or not all(f.isdigit() for f in fields):
+        return None
+    return int(fields[0]), int(fields[1])
+
+
+def _is_orphaned_broker(pid: int, hub_pid: int, url: str) -> bool:
+    """True when process ``pid`` is a Tansu broker listening on ``url`` whose hub ``hub_pid`` is no longer its
+    parent (the hub died). Read from /proc; False where there is none."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    parent = next((line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), "")
+    return b"broker" in argv and url.encode() in argv and parent != str(hub_pid)
+
+
 @dataclass
 class EmbeddedBroker:
     """A Tansu process on ``127.0.0.1:port``, memory only. Use as an async context manager."""
@@ -88,20 +155,21 @@ class EmbeddedBroker:
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
+    def pid_file(self) -> Path:
+        """The file that names this broker's process while it runs (``pid_file_for``)."""
+        return pid_file_for(self.host, self.port)
+
+    @property
     def bootstrap(self) -> str:
         """The bootstrap address clients use."""
         return f"{self.host}:{self.port}"
 
     async def start(self) -> None:
         """Start the binary and wait until it answers; raise ConfigurationError with advice otherwise."""
-        if not port_is_free(self.host, self.port):
-            raise ConfigurationError(
-                f"port {self.port} on {self.host} is already in use, so the embedded Kafka broker cannot "
-                f"start: stop what uses it, set HUB_EMBEDDED_KAFKA_PORT to a free port, or set "
-                f"HUB_KAFKA_BOOTSTRAP to use that broker"
-            )
-        binary = resolve_binary()
         url = f"tcp://{self.host}:{self.port}"
+        if not port_is_free(self.host, self.port):
+            await self._stop_orphan(url)
+        binary = resolve_binary()
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         try:
             self._process = subprocess.Popen(  # noqa: S603, ASYNC220 - fixed binary, no shell; returns at once
@@ -111,7 +179,8 @@ class EmbeddedBroker:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 env=env,
-                start_new_session=True,
+                start_new_session=True,  # a Ctrl-C reaches the hub only; the hub stops the broker in order
+                preexec_fn=die_with_parent(),  # noqa: PLW1509 - one prctl call, resolved before the fork
             )
         except OSError as exc:
             raise ConfigurationError(
@@ -122,7 +191,29 @@ class EmbeddedBroker:
         except BaseException:
             await self.stop()
             raise
+        with contextlib.suppress(OSError):
+            self.pid_file.write_text(f"{self._process.pid} {os.getpid()}\n")
         log.info("embedded_broker_started", bootstrap=self.bootstrap, pid=self._process.pid)
+
+    async def _stop_orphan(self, url: str) -> None:
+        """Free the port from the broker an earlier hub left running on it; raise ConfigurationError when
+        something else holds it (or the orphan cannot be stopped)."""
+        pids = _read_pid_file(self.pid_file)
+        if pids is not None and _is_orphaned_broker(*pids, url):
+            log.warning("embedded_broker_orphan_stopped", bootstrap=self.bootstrap, pid=pids[0])
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pids[0], signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if port_is_free(self.host, self.port):
+                    return
+                await asyncio.sleep(0.05)
+        hint = f" (by the embedded broker with pid {pids[0]}, started by the hub with pid {pids[1]})" if pids else ""
+        raise ConfigurationError(
+            f"port {self.port} on {self.host} is already in use{hint}, so the embedded Kafka broker cannot "
+            f"start: stop what uses it, set HUB_EMBEDDED_KAFKA_PORT to a free port, or set "
+            f"HUB_KAFKA_BOOTSTRAP to use that broker"
+        )
 
     async def _wait_ready(self) -> None:
         assert self._process is not None
@@ -143,7 +234,12 @@ class EmbeddedBroker:
     async def stop(self) -> None:
         """Terminate the broker (SIGTERM, then SIGKILL after 5 s). Safe to call twice."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+        if process is None:
+            return
+        if (_read_pid_file(self.pid_file) or (0, 0))[0] == process.pid:
+            with contextlib.suppress(OSError):
+                self.pid_file.unlink()
+        if process.poll() is not None:
             return
         process.terminate()
         try:

@@ -46,6 +46,14 @@ class RecordPublisher(Protocol):
         ...
 
 
+class EdgePublisher(RecordPublisher, Protocol):
+    """A RecordPublisher that is also the edges' ``hub.ports.IngressWriter`` (``write`` to ``hub.ingress``)."""
+
+    async def write(self, *, key: bytes, value: bytes, headers: dict[str, str]) -> None:
+        """Write one accepted input to ``hub.ingress`` and wait for the acknowledgement."""
+        ...
+
+
 class AioKafkaRecordPublisher:
     """RecordPublisher on its own aiokafka producer (acks=all): the hub's production writer.
 
