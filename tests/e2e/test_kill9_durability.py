@@ -95,6 +95,24 @@ async def _send_adts(port: int, answered: set[str]) -> None:
         writer.close()
 
 
+async def _follow(bootstrap: str, topic: str, seen: dict[str, str]) -> None:
+    """Read ``topic`` as the CBO does until cancelled, recording each ce_id's event number."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None, fetch_max_wait_ms=50)
+    try:
+        await consumer.start()
+        while True:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    headers = {name: value.decode() for name, value in record.headers}
+                    seen[headers["ce_id"]] = headers["ce_sequence"]
+    except Exception:  # the broker dies with the hub: what was seen until then counts
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+
+
 async def _read_until_complete(
     bootstrap: str, topic: str, wanted: set[str], timeout_s: float
 ) -> dict[str, list[tuple[bytes, str]]]:
@@ -123,11 +141,13 @@ async def test_every_event_answered_before_a_kill_9_reaches_the_partner_after_th
     hub = start_hub(env, log)
     answered: set[str] = set()
     adts: set[str] = set()
+    before: dict[str, str] = {}  # what the CBO read before the kill: ce_id -> event number
     try:
         await wait_until_serving(hub, ports.http_url, log)
         token = await _register(ports.http_url)
         load = [asyncio.create_task(_post_referrals(ports.http_url, token, answered)),
-                asyncio.create_task(_send_adts(ports.mllp, adts))]
+                asyncio.create_task(_send_adts(ports.mllp, adts)),
+                asyncio.create_task(_follow(f"127.0.0.1:{ports.kafka}", f"partner.{CBO}", before))]
         await asyncio.sleep(LOAD_BEFORE_KILL_S)  # the load runs; the kill comes mid-stream, requests in flight
         hub.send_signal(signal.SIGKILL)
         assert -signal.SIGKILL == await asyncio.to_thread(hub.wait)
@@ -155,5 +175,8 @@ async def test_every_event_answered_before_a_kill_9_reaches_the_partner_after_th
     assert set() == missing, f"{len(missing)} of {len(answered_before_kill)} answered events were lost"
     for ce_id, copies in delivered.items():
         assert 1 == len(set(copies)), f"duplicates of {ce_id} differ in content or event number"
+    assert before, "the CBO read nothing before the kill"
+    renumbered = {ce_id for ce_id, number in before.items() if delivered[ce_id][0][1] != number}
+    assert set() == renumbered, "events delivered before the kill came back with another event number"
     numbers = [copies[0][1] for copies in delivered.values()]
     assert len(numbers) == len(set(numbers)), "two events share one event number"
