@@ -12,7 +12,9 @@ write goes through two steps so a transaction can check all its entries before i
    (a Consent's straight to ``hub.events`` on its patient's key, through the ``EventWriter``, so a
    revocation governs every event of the patient accepted after its 2xx: ADR 0006) and wait for the
    broker's acknowledgement (acks=all), *then* store every version in one database transaction. Only
-   after both does the caller answer 2xx.
+   after both does the caller answer 2xx. On the embedded broker, which keeps its log in memory, the
+   writer also journals each acknowledged event in the control-plane database before it returns, and the
+   journal is replayed at start (``hub.broker.journal``, docs/adr/0012).
 
 Why broker first (ADR 0005): a 2xx must never be given for something the broker does not hold, and a
 read after a 2xx must find the resource. Writing the event first and storing second gives both without

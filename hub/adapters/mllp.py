@@ -14,7 +14,8 @@ Wiring (the composition root)::
 What a peer gets, per MLLP frame (``<VT> message <FS><CR>``), always in the order the frames came:
 
 * ``AA`` only after :meth:`hub.ports.IngressWriter.write` returned, i.e. after the broker
-  acknowledged the event on ``hub.ingress``; MSA-2 echoes MSH-10;
+  acknowledged the event on ``hub.ingress`` (and, on the embedded broker, after the event was journaled
+  in the control-plane database: ``hub.broker.journal``, docs/adr/0012); MSA-2 echoes MSH-10;
 * ``AR``/``AE`` with an ERR segment naming segment and field for a message the hub refuses (see
   :mod:`hub.adapters.hl7_adt`), and ``AR`` 103 at MSH-4 when MSH-4 names no registered hospital;
 * ``AE`` 207 when the broker (or the facility directory) did not answer: nothing was stored, the
