@@ -109,10 +109,11 @@ class World:
         return any(r.mrn == mrn and (r.owner == actor or self.was_delivered(actor, r)) for r in self.resources.values())
 
     def allowed_secrets(self, actor: str) -> set[str]:
-        """Markers and MRNs an answer to ``actor`` may contain: those of its own resources, the MRNs of
-        patients whose data reached it, and (a hospital, shown what it was delivered whole) the markers of
-        resources delivered to it. A CBO's profile removes every free-text element, so no other marker."""
-        allowed: set[str] = set()
+        """Ids, markers and MRNs an answer to ``actor`` may contain: the ids of the resources it may know of,
+        the markers and MRNs of its own resources, the MRNs of patients whose data reached it, and (a
+        hospital, shown what it was delivered whole) the markers of resources delivered to it. A CBO's
+        profile removes every free-text element, so no other marker."""
+        allowed: set[str] = {r.resource_id for r in self.resources.values() if self.may_know_of(actor, r)}
         for resource in self.resources.values():
             if resource.owner == actor:
                 allowed.update(resource.markers)
@@ -124,8 +125,9 @@ class World:
         return allowed
 
     def all_secrets(self) -> set[str]:
+        """Every marker, MRN and resource id of the world."""
         secrets = {m for r in self.resources.values() for m in r.markers}
-        return secrets | set(self.mrns.values())
+        return secrets | set(self.mrns.values()) | {r.resource_id for r in self.resources.values()}
 
 
 def _subject(mrn: str) -> dict[str, Any]:
