@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from hub.adapters import fhir_disclosure, fhir_intake
+from hub.adapters import fhir_access, fhir_disclosure, fhir_intake
 from hub.app import running_hub
 from hub.broker.embedded import EmbeddedBroker
 from hub.errors import NotAuthorized
@@ -593,7 +593,7 @@ async def test_the_checks_catch_a_hub_that_skips_the_cbo_redaction_on_a_read(
 async def test_the_checks_catch_a_hub_whose_status_tells_that_another_partners_resource_exists(
     isolation: Isolation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = fhir_intake.check_update_as_create
+    original = fhir_access.check_update_as_create
 
     def telling(principal: Any, resource_type: str, resource_id: str, *, stored: bool, known: bool) -> None:
         if stored and not known:
