@@ -81,7 +81,7 @@ WRITES: Final = frozenset({
 #: Routes that name a patient rather than a resource.
 PATIENT_ROUTES: Final = frozenset({"cds-consult", "consent-search", "consent-create", "admin"})
 TARGETS: Final = tuple(EXPECTED_DELIVERIES) + tuple(f"unused:{t}" for t in TYPES)
-EXAMPLES_PER_ROUTE: Final = 40
+EXAMPLES_PER_ROUTE: Final = 60
 CONSULT: Final = "/cds-services/patient-consent-consult"
 ADMIN_PATHS: Final = (
     ("GET", "/admin/v1/partners/{partner}"),
@@ -539,7 +539,8 @@ async def test_the_world_reached_every_partner_it_was_addressed_to(isolation: Is
 @pytest.mark.xfail(strict=True, reason=(
     "a new referral Task (event kind referral-task, fhir_facts.task_facts) matches no default sharing rule: "
     "cbo-task-addressed names task-update only (hub/consent/model.py DEFAULT_SHARING_RULES), so the CBO "
-    "that owns the Task is never delivered it and cannot read it"
+    "that owns the Task is never delivered it and cannot read it (once fixed, empty "
+    "isolation_world.NOT_DELIVERED_TODAY)"
 ))
 async def test_the_cbo_that_owns_a_new_referral_task_is_delivered_it(isolation: Isolation) -> None:
     world = isolation.world
