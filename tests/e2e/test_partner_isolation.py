@@ -21,7 +21,9 @@ partner has). The properties, for every answer:
    the same version 1 with the same content, and the unused id stays unused.
 
 Hypothesis is derandomized (a fixed seed), ``deadline=None``, no shrinking (the first failing example is
-reported as drawn), a bounded number of examples per route.
+reported as drawn), a bounded number of examples per route; a sweep sends every actor at every target once
+per route, so no combination depends on the draw. The checks themselves are proven twice: on fake answers
+(``tests/unit/test_isolation_oracle.py``) and on this running hub patched to leak.
 """
 
 from __future__ import annotations
