@@ -392,11 +392,11 @@ DEFAULT_SHARING_RULES: Final = (
     SharingRule(
         "cbo-task-addressed",
         "cbo",
-        frozenset({"task-update"}),
+        frozenset({"referral-task", "task-update"}),
         Relationship.ADDRESSED,
         frozenset({CARE_COORDINATION}),
         "cbo",
-        "a CBO receives the referral tasks it owns, for care coordination",
+        "a CBO receives the referral tasks it owns (new and updated), for care coordination",
     ),
     SharingRule(
         "cbo-adt-roster",

@@ -46,11 +46,9 @@ EXPECTED_DELIVERIES: Final = {
     "B.ref_F": {"F"}, "B.task_F": {"F"}, "B.ref_H": {"H"}, "B.ref_A": {"A"}, "B.enc": {"F"},
     "B.patient": set(), "B.consent": set(), "B.patient2": set(), "B.consent2": set(), "B.enc2": set(),
 }
-#: Designed deliveries that do not happen today: a referral Task's first version is an event of kind
-#: ``referral-task`` (``fhir_facts.task_facts``) and no default sharing rule names that kind (the CBO rule
-#: ``cbo-task-addressed`` names ``task-update`` only), so the CBO that owns a new Task is never delivered
-#: it. Proven by an xfail(strict) test; the properties use what the topics actually carried.
-NOT_DELIVERED_TODAY: Final = frozenset({"A.task_F", "B.task_F"})
+#: Designed deliveries that do not happen (none since the ``cbo-task-addressed`` rule names the
+#: ``referral-task`` kind too); the properties use what the topics actually carried.
+NOT_DELIVERED_TODAY: Final[frozenset[str]] = frozenset()
 #: The last resource of each hospital's shared patient that reaches F: the events of one patient from one
 #: sender keep their order, so once it is on F's topic every earlier one that would reach F is too.
 LAST_TO_F: Final = ("A.enc", "B.enc")

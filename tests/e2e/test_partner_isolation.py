@@ -535,15 +535,9 @@ async def test_the_world_reached_every_partner_it_was_addressed_to(isolation: Is
         for actor in ACTORS:
             expected = actor in recipients and name not in NOT_DELIVERED_TODAY
             assert expected == world.was_delivered(actor, world.resources[name]), (actor, name)
-    assert {"F": 4, "H": 2, "A": 1, "B": 1} == {a: len(world.delivered[a]) for a in ACTORS}
+    assert {"F": 6, "H": 2, "A": 1, "B": 1} == {a: len(world.delivered[a]) for a in ACTORS}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a new referral Task (event kind referral-task, fhir_facts.task_facts) matches no default sharing rule: "
-    "cbo-task-addressed names task-update only (hub/consent/model.py DEFAULT_SHARING_RULES), so the CBO "
-    "that owns the Task is never delivered it and cannot read it (once fixed, empty "
-    "isolation_world.NOT_DELIVERED_TODAY)"
-))
 async def test_the_cbo_that_owns_a_new_referral_task_is_delivered_it(isolation: Isolation) -> None:
     world = isolation.world
     assert world.was_delivered("F", world.resources["A.task_F"])
