@@ -38,6 +38,7 @@ from sqlalchemy.sql.dml import Insert
 
 from hub.control import audit
 from hub.control.crosswalk import SOURCE_MAX, new_hub_patient_id
+from hub.control.group_commit import GroupCommitter
 from hub.control.models import PatientIdentityRow, ResourceIdentifierRow, ResourceRow
 from hub.control.sqltypes import UTCDateTime, utc_now
 from hub.control.store_errors import guarded
@@ -485,8 +486,18 @@ async def sender_knows_sources(session: AsyncSession, sender: str, sources: Sequ
 class SqlResourceStore:
     """The FHIR edge's ``ResourceStore`` port on the control-plane database (one session per call)."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, max_batch: int = 500) -> None:
         self._sessions = sessions
+        self._saves: GroupCommitter[NewVersion, Saved] = GroupCommitter(self._save_batch, max_batch=max_batch)
+
+    @property
+    def save_transactions(self) -> int:
+        """How many save transactions ran (concurrent saves share one: group commit)."""
+        return self._saves.batches
+
+    async def _save_batch(self, writes: Sequence[NewVersion]) -> list[Saved]:
+        async with self._sessions() as session:
+            return await save_versions(session, writes)
 
     async def versions(self, resource_type: str, resource_id: str) -> list[StoredVersion]:
         """Every version of the resource, oldest first."""
@@ -499,9 +510,9 @@ class SqlResourceStore:
             return await find_by_identifier(session, resource_type, system, value)
 
     async def save(self, writes: Sequence[NewVersion]) -> list[Saved]:
-        """Store the writes atomically (see :func:`save_versions`)."""
-        async with self._sessions() as session:
-            return await save_versions(session, writes)
+        """Store the writes atomically (see :func:`save_versions`); saves that arrive together share one
+        transaction (``hub.control.group_commit``), a failure reaching only the saves it belongs to."""
+        return await self._saves.submit(writes)
 
     async def link_patients(self, groups: Sequence[Sequence[str]]) -> None:
         """Link each group of sources to one hub patient (see :func:`link_patient_sources`)."""
