@@ -20,20 +20,25 @@
    parse, facility lookup in the control plane, map, encode, ACK) with a no-op ingress, and with the
    real producer writing to the bench topic.
 2. **FHIR REST** - ``POST /fhir/ServiceRequest`` and ``POST /fhir/Encounter`` (~2 KB and ~1.7 KB, distinct)
-   with the hospital's token at concurrency 16 from a separate client process (``bench._fhir_load``,
+   with the hospital's token at concurrency 32 (``--concurrency``) from a separate client process (``bench._fhir_load``,
    HTTP/1.1 keep-alive on raw sockets), every answer ``201``; beside ``parse_fhir_json`` +
-   ``validate_resource`` alone in-process, and beside raw aiokafka produce (16 tasks, one producer) of
-   the HubEvent records the edge writes for the same bodies.
+   ``validate_resource`` alone in-process, and beside raw aiokafka produce (as many tasks, one producer) of
+   the HubEvent records the edge writes for the same bodies. The headline ceiling (issue 13) is a **bare
+   endpoint** on the same server stack (``hub.app``'s uvicorn configuration, FastAPI) in the same process
+   and the same run, served to the same client with the same bodies: it only parses, validates (R4B,
+   ``hub.adapters.fhir_validation``) and answers 201 with the body; ``hub / bare`` for ServiceRequest at
+   the default concurrency (32) is the ratio printed first.
 
 The hub is started with ``running_hub(Settings(...))`` inside this process, pipeline workers included
 (they normalize and route each phase's events on the same event loop while it runs, as in production);
 between phases the bench waits until both pipeline stages have committed everything, so a phase never
 pays for the one before. The in-process ceilings run before the hub starts.
 
-Diagnostics: ``--py-spy PATH`` / ``--cprofile PATH`` add one more 8-connection MLLP run and one more
-ServiceRequest run, profiled (the measured runs never are; the HTTP profile goes to ``PATH.http``), and
-print where py-spy's samples fall; ``--no-workers`` starts the hub without its pipeline workers;
-``--sections`` runs a subset.
+Diagnostics: ``--profile`` runs one more ServiceRequest run under py-spy (all threads: the event loop and
+aiosqlite's) and prints where the samples fall and the top functions; ``--py-spy PATH`` / ``--cprofile
+PATH`` add one more 8-connection MLLP run and one more ServiceRequest run, profiled (the measured runs
+never are; the HTTP profile goes to ``PATH.http``), and print where py-spy's samples fall;
+``--no-workers`` starts the hub without its pipeline workers; ``--sections`` runs a subset.
 
 Prints a table and, last, one line of JSON with every figure.
 """
@@ -65,6 +70,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from fastapi import FastAPI, Request, Response
 from rich.console import Console
 from rich.table import Table
 
@@ -94,7 +100,7 @@ from hub.adapters.fhir_facts import encounter_facts, servicerequest_facts
 from hub.adapters.fhir_validation import parse_fhir_json, validate_resource
 from hub.adapters.hl7_adt import ack, adt_event_id, map_adt, parse_message
 from hub.adapters.mllp import AdtIntake
-from hub.app import RunningHub, running_hub
+from hub.app import RunningHub, _start_http, running_hub
 from hub.broker.embedded import EmbeddedBroker
 from hub.broker.topics import ensure_topics
 from hub.control.facilities import FacilityDirectory
@@ -491,11 +497,40 @@ def mllp_job(session: HubSession, frames: Sequence[bytes], warmup: Sequence[byte
 
 
 def fhir_job(session: HubSession, resource_type: str, bodies: Sequence[bytes], warmup: Sequence[bytes],
-             concurrency: int) -> dict[str, Any]:
-    """The job for ``bench._fhir_load``."""
-    return {"host": session.host, "port": session.http_port, "path": f"/fhir/{resource_type}",
+             concurrency: int, *, port: int | None = None) -> dict[str, Any]:
+    """The job for ``bench._fhir_load`` (against the hub, or the server on ``port``)."""
+    return {"host": session.host, "port": port or session.http_port, "path": f"/fhir/{resource_type}",
             "token": session.hospital_token, "concurrency": concurrency,
             "bodies": [b.decode() for b in bodies], "warmup": [b.decode() for b in warmup]}
+
+
+# --- the bare endpoint (issue 13's ceiling) ---------------------------------------------------------
+
+
+def bare_app() -> FastAPI:
+    """A FastAPI app whose ``POST /fhir/{resource_type}`` only parses, validates (R4B) and answers 201 with
+    the body: the hub's create path without authentication, planning, the broker or the store."""
+    app = FastAPI()
+
+    @app.post("/fhir/{resource_type}", status_code=201)
+    async def create(request: Request, resource_type: str) -> Response:
+        body = await request.body()
+        validate_resource(parse_fhir_json(body), expected_type=resource_type)
+        return Response(content=body, status_code=201, media_type="application/fhir+json")
+
+    return app
+
+
+@contextlib.asynccontextmanager
+async def started_bare(session: HubSession) -> AsyncIterator[int]:
+    """Serve :func:`bare_app` with the hub's own uvicorn configuration (``hub.app``) on this event loop; yield
+    its port."""
+    settings = session.hub.settings.model_copy(update={"http_host": session.host, "http_port": 0})
+    async with contextlib.AsyncExitStack() as stack:
+        url = httpx.URL(await _start_http(bare_app(), settings, stack))
+        if url.port is None:
+            raise SystemExit("the bare endpoint started without a port")
+        yield url.port
 
 
 @dataclass
@@ -694,6 +729,7 @@ def profile_summary(path: str, seconds: float, rate_hz: int, *, edge: str, steps
     components: Counter[str] = Counter()
     by_step: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
+    total: Counter[str] = Counter()  # samples a function is anywhere on the stack of (inclusive time)
     idle = busy = loop_busy = 0
     for line in Path(path).read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -706,6 +742,8 @@ def profile_summary(path: str, seconds: float, rate_hz: int, *, edge: str, steps
             continue
         busy += count
         leaves[frames[-1].rsplit(":", 1)[0] + ")"] += count
+        for function in {frame.rsplit(":", 1)[0] + ")" for frame in frames}:
+            total[function] += count
         if frames[0].startswith("Thread._bootstrap"):
             other = "SQLite statements (aiosqlite worker threads)" if any(
                 "aiosqlite/" in frame for frame in frames) else "other threads"
@@ -725,6 +763,7 @@ def profile_summary(path: str, seconds: float, rate_hz: int, *, edge: str, steps
         "event_loop_busy": round(loop_busy / (seconds * rate_hz), 3) if seconds > 0 else None,
         "by_component": shares(components), "edge_steps": shares(by_step),
         "top_self": [(k, round(v / busy, 3)) for k, v in leaves.most_common(12)] if busy else [],
+        "top_total": [(k, round(v / busy, 3)) for k, v in total.most_common(20)] if busy else [],
     }
 
 # --- orchestration ---------------------------------------------------------------------------------
@@ -742,6 +781,7 @@ class Options:
     workers: bool
     py_spy: str | None
     cprofile: str | None
+    profile: bool = False
 
 
 @dataclass
@@ -765,6 +805,7 @@ class Results:
     validate: dict[str, Throughput] = field(default_factory=dict)
     produce_fhir: dict[str, Throughput] = field(default_factory=dict)
     http: dict[str, LoadResult] = field(default_factory=dict)
+    bare: dict[str, LoadResult] = field(default_factory=dict)
     hub_start_s: float = math.nan
     dlq_records: int = 0
     total_s: float = math.nan
@@ -873,9 +914,17 @@ async def run_hub_sections(session: HubSession, options: Options, results: Resul
             result = await run_load("bench._fhir_load", job, options.requests, broker_pid, expect="201")
             result.pipeline_drain_s = await wait_pipeline_idle(session)
             results.http[resource_type] = result
-        if options.py_spy or options.cprofile:
+            console.log(f"http: the same {options.requests} bodies to the bare parse+validate endpoint")
+            async with started_bare(session) as port:
+                job = fhir_job(session, resource_type, bodies[resource_type], fhir_warm[resource_type],
+                               options.concurrency, port=port)
+                results.bare[resource_type] = await run_load("bench._fhir_load", job, options.requests, broker_pid,
+                                                             expect="201")
+        if options.py_spy or options.cprofile or options.profile:
             console.log(f"http: profiled run, {options.requests} POST /fhir/ServiceRequest")
             py_spy, cprofile = (f"{path}.http" if path else None for path in (options.py_spy, options.cprofile))
+            if options.profile and py_spy is None:
+                py_spy = str(Path(tempfile.gettempdir()) / f"carehub-bench-{os.getpid()}.pyspy.http")
             profile = Profile(py_spy=py_spy, cprofile=cprofile)
             job = fhir_job(session, "ServiceRequest", bodies["profiled"], fhir_warm["profiled"], options.concurrency)
             result = await run_load("bench._fhir_load", job, options.requests, broker_pid, expect="201",
@@ -919,6 +968,7 @@ def summary(results: Results, options: Options) -> dict[str, Any]:
     for resource_type in FHIR_TYPES:
         name = resource_type.lower()
         http = results.http.get(resource_type)
+        ratios[f"http_{name}_vs_bare_validating"] = ratio(_per_s(http), _per_s(results.bare.get(resource_type)))
         ratios[f"http_{name}_vs_validate"] = ratio(_per_s(http), _per_s(results.validate.get(resource_type)))
         ratios[f"http_{name}_vs_produce_{options.concurrency}"] = ratio(
             _per_s(http), _per_s(results.produce_fhir.get(resource_type)))
@@ -942,6 +992,7 @@ def summary(results: Results, options: Options) -> dict[str, Any]:
         "profiled_runs": {k: load(v) for k, v in results.profiled.items()},
         "profile": results.profile,
         "http": {k: load(v) for k, v in results.http.items()},
+        "bare_validating": {k: load(v) for k, v in results.bare.items()},
         "validate": {k: thr(v) for k, v in results.validate.items()},
         f"produce_fhir_{options.concurrency}tasks": {k: thr(v) for k, v in results.produce_fhir.items()},
         "ratios": ratios,
@@ -963,7 +1014,7 @@ def table(results: Results, options: Options) -> Table:
     out.add_column("ceiling", justify="right")
     out.add_column("hub/ceiling", justify="right")
     out.add_column("ceiling (same run)")
-    rows: list[tuple[str, Throughput | LoadResult | None, Throughput | None, str]] = [
+    rows: list[tuple[str, Throughput | LoadResult | None, Throughput | LoadResult | None, str]] = [
         ("MLLP ADT, 1 connection, msgs/s", results.mllp_1, results.produce_1,
          "raw aiokafka send_and_wait, 1 at a time, same bytes"),
         ("", results.mllp_1, results.parse_map, "parse_message + map_adt in-process"),
@@ -973,8 +1024,9 @@ def table(results: Results, options: Options) -> Table:
     ]
     for resource_type in FHIR_TYPES:
         http = results.http.get(resource_type)
-        rows.append((f"POST /fhir/{resource_type}, c={c}, creates/s", http, results.validate.get(resource_type),
-                     "parse_fhir_json + validate_resource in-process"))
+        rows.append((f"POST /fhir/{resource_type}, c={c}, creates/s", http, results.bare.get(resource_type),
+                     "bare endpoint: same uvicorn+FastAPI, parse+validate, 201 (headline)"))
+        rows.append(("", http, results.validate.get(resource_type), "parse_fhir_json + validate_resource in-process"))
         rows.append(("", http, results.produce_fhir.get(resource_type),
                      f"raw aiokafka send_and_wait, {c} tasks, same bytes"))
     for label, hub, ceiling, what in rows:
@@ -989,8 +1041,14 @@ def notes(results: Results, options: Options) -> list[str]:
     """Context lines printed under the table."""
     lines: list[str] = []
     n = options.connections
+    headline = ratio(_per_s(results.http.get("ServiceRequest")), _per_s(results.bare.get("ServiceRequest")))
+    if not math.isnan(headline):
+        lines.append(f"HEADLINE (issue 13): POST /fhir/ServiceRequest at c={options.concurrency}: hub "
+                     f"{fmt(_per_s(results.http.get('ServiceRequest')))}/s / bare parse+validate endpoint "
+                     f"{fmt(_per_s(results.bare.get('ServiceRequest')))}/s = {headline:.2f} (target >= 0.8)")
     for name, result in (("MLLP 1 connection", results.mllp_1), (f"MLLP {n} connections", results.mllp_n),
-                         *((f"POST /fhir/{k}", v) for k, v in results.http.items())):
+                         *((f"POST /fhir/{k}", v) for k, v in results.http.items()),
+                         *((f"bare POST /fhir/{k}", v) for k, v in results.bare.items())):
         if result is None:
             continue
         t = result.throughput
@@ -1019,6 +1077,7 @@ def notes(results: Results, options: Options) -> list[str]:
         lines.append("  by step of the edge (share of all busy samples): "
                      + "; ".join(f"{k} {v:.0%}" for k, v in profile["edge_steps"].items()))
         lines.append("  self time: " + "; ".join(f"{k} {v:.0%}" for k, v in profile["top_self"]))
+        lines.append("  total time (on the stack): " + "; ".join(f"{k} {v:.0%}" for k, v in profile["top_total"]))
     if results.dlq_records:
         lines.append(f"WARNING: {results.dlq_records} records were dead-lettered during the run")
     lines.append(f"hub started in {results.hub_start_s:.1f} s; total {results.total_s:.1f} s")
@@ -1033,12 +1092,15 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--messages", type=int, default=1000, help="ADT messages per MLLP run (default 1000)")
     parser.add_argument("--requests", type=int, default=500, help="FHIR creates per resource type (default 500)")
     parser.add_argument("--connections", type=int, default=8, help="concurrent MLLP connections (default 8)")
-    parser.add_argument("--concurrency", type=int, default=16, help="concurrent HTTP requests (default 16)")
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent HTTP requests (default 32)")
     parser.add_argument("--sections", default="mllp,http", help="comma-separated subset of mllp,http (default both)")
     parser.add_argument("--no-workers", action="store_true", help="start the hub without its pipeline workers")
     parser.add_argument("--py-spy", metavar="PATH",
                         help="add profiled MLLP and HTTP runs, sampled by py-spy (raw collapsed stacks to PATH, "
                              "PATH.http)")
+    parser.add_argument("--profile", action="store_true",
+                        help="add a profiled ServiceRequest run under py-spy (all threads) and print the top "
+                             "functions")
     parser.add_argument("--cprofile", metavar="PATH",
                         help="add profiled MLLP and HTTP runs, cProfile stats to PATH, PATH.http")
     args = parser.parse_args(argv)
@@ -1049,7 +1111,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         parser.error("counts must be positive")
     return Options(messages=args.messages, requests=args.requests, connections=args.connections,
                    concurrency=args.concurrency, sections=sections, workers=not args.no_workers,
-                   py_spy=args.py_spy, cprofile=args.cprofile)
+                   py_spy=args.py_spy, cprofile=args.cprofile, profile=args.profile)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
