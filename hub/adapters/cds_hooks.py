@@ -3,8 +3,10 @@
 * ``GET /cds-services``: the discovery document (no token needed; it holds no data).
 * ``POST /cds-services/patient-consent-consult``: a consult. Order of work: authenticate (bearer token
   of a partner or the operator's admin token) -> read and parse the body (``cds_hooks_model``) ->
-  gather (``ConsultStore``: the patient's hub id, the actor's names, the consents) -> decide
-  (``hub.consent.cds_cards.consult``, pure) -> audit -> answer ``{"cards": [<LEAP card>]}``.
+  gather (``ConsultStore``: the patient's hub id, the actor's names, the consents and, for a partner, who
+  sent each) -> decide (``hub.consent.cds_cards.consult``, pure) -> audit (the full answer) -> answer
+  ``{"cards": [<LEAP card>]}``, shown as the caller may see it (``cds_cards.shown_to_caller``: a partner's
+  card names no Consent it cannot read through the FHIR API, ``fhir_access.unreadable_consents``).
 
 This module does I/O only; everything it decides is in the pure modules. Answers:
 
@@ -25,8 +27,9 @@ Audit record of a consult: ``event_id`` ``cds-consult:<sha-256 of caller and hoo
 consult is recorded once; the id can never equal an event id, so it never grants a FHIR read),
 ``recipient_id`` the actor's partner id (``(unregistered-actor)`` when the actor is no partner),
 ``hub_patient_id`` (``(unresolved)`` when unknown), verdict ``permit`` for CONSENT_PERMIT and ``deny``
-otherwise (a NO_CONSENT answer permits nothing), the purposes and classes asked about.
-Logs carry the decision, the rule and the caller, never identifiers.
+otherwise (a NO_CONSENT answer permits nothing), the purposes and classes asked about; its rule and reason
+name every Consent id (the audit is the operator's). Logs carry the decision, the rule as the caller is
+shown it and the caller, never identifiers.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ from fastapi import APIRouter, Request, Response
 from hub import events
 from hub.adapters.cds_hooks_model import discovery, error_body, parse_request
 from hub.adapters.cds_hooks_store import ConsultStore
-from hub.consent.cds_cards import SERVICE_ID, CardDecision, ConsultAnswer, ConsultRequest, card
+from hub.adapters.fhir_access import unreadable_consents
+from hub.consent.cds_cards import SERVICE_ID, CardDecision, ConsultAnswer, ConsultRequest, card, shown_to_caller
 from hub.consent.cds_cards import consult as decide_consult
 from hub.control.audit import CONSULT_RULE_PREFIX, DecisionRecord
 from hub.errors import InvalidInput, RetryableError
@@ -190,6 +194,7 @@ class _CdsService:
         return _json(200, {"cards": [answer_card]})
 
     async def _decide(self, principal: Principal, parsed: ConsultRequest) -> tuple[ConsultAnswer, DecisionRecord]:
+        """Gather, decide, audit the full answer; return the answer as the caller is shown it, and the audit row."""
         actors = parsed.actors
         if not actors:
             if principal.organization is None:
@@ -203,6 +208,10 @@ class _CdsService:
         await self._check_may_consult(principal, patients)
         actor = await self._store.actor(actors)
         consents = await self._store.consents(patients[0]) if len(patients) == 1 else ()
+        hidden: frozenset[str] = frozenset()
+        if not principal.is_operator and consents:
+            senders = await self._store.consent_senders([c.id for c in consents if c.id])
+            hidden = unreadable_consents(principal, senders)
         answer = decide_consult(parsed, consents, patients=patients, recipient_ids=actor.names, at=time.time())
         record = audit_record(
             answer,
@@ -212,7 +221,7 @@ class _CdsService:
             recipient=actor.partner_ids[0] if actor.partner_ids else None,
         )
         await self._store.record(record)
-        return answer, record
+        return shown_to_caller(answer, hidden), record
 
     async def _check_may_consult(self, principal: Principal, patients: tuple[str, ...]) -> None:
         """A partner consults only about a patient it has a relationship with (ADR 0007): otherwise 403,

@@ -3,9 +3,9 @@
 Holds :class:`ResolvedActor`, the port :class:`ConsultStore` and :class:`SqlConsultStore`, its
 implementation on the control-plane database. It reads the identity crosswalk (``patient_identities``),
 the resource store (``resources``, ``resource_identifiers``: Patient, Organization and Practitioner
-resources, the patient's Consents) and the partner registry, and appends to the decision audit
-(``consent_decisions``). It writes nothing else and creates no crosswalk entry: a consult about an
-unknown identifier leaves no trace but its audit row.
+resources, the patient's Consents and who sent each of their versions) and the partner registry, and
+appends to the decision audit (``consent_decisions``). It writes nothing else and creates no crosswalk
+entry: a consult about an unknown identifier leaves no trace but its audit row.
 
 Patient identifiers resolve through the crosswalk (every identifier the hub linked) *and* through stored
 Patient resources carrying the identifier (so an identifier the hub never links, such as a US SSN, still
@@ -31,12 +31,14 @@ from hub.consent.model import Consent
 from hub.control import audit, partners, resources, rosters
 from hub.control.audit import DecisionRecord
 from hub.control.crosswalk import SOURCE_MAX
-from hub.control.models import PatientIdentityRow
+from hub.control.models import PatientIdentityRow, ResourceRow
 from hub.control.store_errors import guarded
 from hub.pipeline.stores import SqlConsentSource
 
 #: Resource types an actor identifier may name (the hub's directory).
 ACTOR_TYPES: Final = ("Organization", "Practitioner")
+#: The longest resource id the store holds (FHIR ids are at most 64 characters).
+RESOURCE_ID_MAX: Final = 64
 _REFERENCE = re.compile(r"(Organization|Practitioner)/([A-Za-z0-9\-.]{1,64})")
 
 
@@ -61,6 +63,11 @@ class ConsultStore(Protocol):
 
     async def consents(self, hub_patient_id: str) -> tuple[Consent, ...]:
         """The patient's current consents, read now (no cache: a revocation counts at once)."""
+        ...
+
+    async def consent_senders(self, consent_ids: Sequence[str]) -> dict[str, frozenset[str]]:
+        """For each Consent id, every sender (partner id, or ``operator``) of a stored version of it; an id
+        the store does not hold maps to the empty set."""
         ...
 
     async def knows(self, partner_id: str, hub_patient_id: str) -> bool:
@@ -131,6 +138,21 @@ class SqlConsultStore:
     async def consents(self, hub_patient_id: str) -> tuple[Consent, ...]:
         """The patient's current consents (see :class:`hub.pipeline.stores.SqlConsentSource`)."""
         return await self._consents.consents_for(hub_patient_id)
+
+    async def consent_senders(self, consent_ids: Sequence[str]) -> dict[str, frozenset[str]]:
+        """See :meth:`ConsultStore.consent_senders`: one read of the resource store."""
+        wanted = sorted({item for item in consent_ids if 0 < len(item) <= RESOURCE_ID_MAX})
+        found: dict[str, set[str]] = {item: set() for item in consent_ids}
+        if wanted:
+            statement = (
+                select(ResourceRow.resource_id, ResourceRow.sender)
+                .where(ResourceRow.resource_type == "Consent", ResourceRow.resource_id.in_(wanted))
+                .distinct()
+            )
+            async with self._sessions() as session, guarded(session, "cds_consent_senders"):
+                for resource_id, sender in (await session.execute(statement)).all():
+                    found[resource_id].add(sender)
+        return {item: frozenset(senders) for item, senders in found.items()}
 
     async def knows(self, partner_id: str, hub_patient_id: str) -> bool:
         """See :meth:`ConsultStore.knows`: up to three reads of the control plane, the cheapest first."""

@@ -28,7 +28,7 @@ caller; nothing here touches a store. The rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -107,6 +107,19 @@ def read_plan(
         for version in versions
         if version.sender == sender or (version.event_id is not None and version.event_id in delivered)
     ]
+
+
+def unreadable_consents(principal: Principal, senders: Mapping[str, Collection[str]]) -> frozenset[str]:
+    """Of the Consents in ``senders`` (id -> every sender of a version of it), the ids the caller may not read.
+
+    None for the operator. A partner reads a Consent only if it sent a version of it (:func:`read_plan`:
+    another partner's version is readable once delivered, and a consent is never delivered: the route stage
+    applies consents, it does not disclose them). The CDS consult names no other (ADR 0007 decision 7).
+    """
+    if principal.is_operator:
+        return frozenset()
+    sender = sender_of(principal)
+    return frozenset(consent_id for consent_id, sent_by in senders.items() if sender not in sent_by)
 
 
 def owner_of(content: Mapping[str, Any]) -> str | None:

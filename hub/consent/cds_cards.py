@@ -2,7 +2,8 @@
 
 Holds :class:`ConsultRequest` (what a ``patient-consent-consult`` call asks, already validated by the edge,
 ``hub.adapters.cds_hooks_model``), :func:`consult` (the answer: CONSENT_PERMIT / CONSENT_DENY / NO_CONSENT
-with LEAP obligations) and :func:`card` (the answer as the LEAP card JSON). No I/O: the edge
+with LEAP obligations), :func:`shown_to_caller` (the answer without the ids of the Consents the caller may
+not read) and :func:`card` (the answer as the LEAP card JSON). No I/O: the edge
 (``hub.adapters.cds_hooks``) resolves the patient and the actor's names and loads the consents first.
 ``docs/adr/0007-cds-hooks-consent-service.md`` records how we read LEAP and where we are stricter.
 
@@ -26,12 +27,20 @@ router uses, so the consult and the hub's own routing never disagree about a con
    ``NORDSCLCD`` obligation carrying the 42 CFR 2.32 notice and the consent's reference.
 
 Reasons name consent ids, rule paths and label codes, never the patient or a clinical code's meaning.
+
+**Which Consent ids a caller sees** (ADR 0007 decision 7): the FHIR API lets a partner read only the Consents
+it recorded (``hub.adapters.fhir_access``), so the card answering it names no other. :func:`shown_to_caller`
+takes the full answer (the audit keeps it) and the ids the caller may not read: ``basedOn`` and a Part 2
+obligation's ``consent`` are left out for those, and in ``rule`` and ``reason`` each such id becomes
+:data:`OTHER_ORGANIZATION` (rules: ``consent:(another-organization):<path>``) or the words "consent recorded by
+another organization". Decision and obligations (codes, notice) stay exactly as they were.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Final
 
@@ -56,6 +65,15 @@ NO_REDISCLOSURE: Final = {"system": ACT_CODE_SYSTEM, "code": "NORDSCLCD"}
 RULE_UNKNOWN_PATIENT: Final = "cds:unknown-patient"
 RULE_AMBIGUOUS_PATIENT: Final = "cds:ambiguous-patient"
 RULE_PART2_NOT_NAMED: Final = "part2:no-consent-names-recipient"
+#: What a rule shown to a partner has in place of the id of a Consent that partner may not read.
+OTHER_ORGANIZATION: Final = "(another-organization)"
+#: What a reason shown to a partner says after "consent" in place of such an id.
+OTHER_ORGANIZATION_TEXT: Final = "recorded by another organization"
+#: A reason that still named a hidden id after the substitution (a wording the substitution does not know) is
+#: replaced by this, which names none.
+HIDDEN_REASON: Final = (
+    "the decision rests on a consent recorded for this patient by another organization; its details are not shown"
+)
 
 
 class CardDecision(StrEnum):
@@ -336,6 +354,71 @@ def _consent_of(outcome: ConsentOutcome) -> str | None:
     if kind != "consent" or not consent_id or consent_id in ("none", "(unsaved)"):
         return None
     return f"Consent/{consent_id}"
+
+
+# --- what the caller may see ------------------------------------------------------------------------
+
+
+def shown_to_caller(answer: ConsultAnswer, hidden: Collection[str]) -> ConsultAnswer:
+    """``answer`` as a caller that may not read the Consents whose ids are in ``hidden`` is shown it (pure).
+
+    The decision and the obligations' codes and notices are unchanged; ``based_on`` and an obligation's
+    ``consent`` naming a hidden Consent are dropped; in ``rule`` and ``reason`` a hidden id becomes
+    :data:`OTHER_ORGANIZATION` / :data:`OTHER_ORGANIZATION_TEXT`. A reason that would still contain a
+    hidden id (a wording not foreseen here) is replaced whole by :data:`HIDDEN_REASON`: fail closed.
+    """
+    ids = frozenset(item for item in hidden if item)
+    if not ids:
+        return answer
+    references = {f"Consent/{item}" for item in ids}
+    reason = _hide_ids(answer.reason, ids)
+    if _id_pattern(ids).search(reason.replace(OTHER_ORGANIZATION_TEXT, "").replace(OTHER_ORGANIZATION, "")):
+        reason = HIDDEN_REASON
+    return replace(
+        answer,
+        rule=_hide_rule(answer.rule, ids),
+        reason=reason,
+        based_on=None if answer.based_on in references else answer.based_on,
+        obligations=tuple(
+            replace(obligation, consent=None) if obligation.consent in references else obligation
+            for obligation in answer.obligations
+        ),
+    )
+
+
+def _hide_rule(rule: str, ids: frozenset[str]) -> str:
+    """``consent:<id>:<path>`` with a hidden id -> ``consent:(another-organization):<path>`` (ids hold no ``:``)."""
+    kind, _, rest = rule.partition(":")
+    consent_id, colon, path = rest.partition(":")
+    if kind == "consent" and consent_id in ids:
+        return f"consent:{OTHER_ORGANIZATION}{colon}{path}"
+    return rule
+
+
+#: Where a FHIR id (``[A-Za-z0-9\-.]{1,64}``) starts and ends: not beside another id character (a ``.`` is
+#: part of the id only between id characters, so a sentence may end right after one).
+_ID_START: Final = r"(?<![A-Za-z0-9\-])(?<![A-Za-z0-9\-]\.)"
+_ID_END: Final = r"(?![A-Za-z0-9\-]|\.[A-Za-z0-9\-])"
+
+
+def _alternatives(ids: frozenset[str]) -> str:
+    return "|".join(re.escape(item) for item in sorted(ids, key=lambda item: (-len(item), item)))
+
+
+def _id_pattern(ids: frozenset[str]) -> re.Pattern[str]:
+    """Any of ``ids`` as a whole id (``c1`` is not found in ``c10`` nor in ``c1.x``)."""
+    return re.compile(rf"{_ID_START}(?:{_alternatives(ids)}){_ID_END}")
+
+
+def _hide_ids(text: str, ids: frozenset[str]) -> str:
+    """Replace every ``consent <id>`` and ``consent:<id>`` (any case, also ``Consent/<id>``) of a hidden id."""
+    pattern = re.compile(rf"(?<![A-Za-z0-9_\-])(consent)([ :/])({_alternatives(ids)}){_ID_END}", re.IGNORECASE)
+
+    def hidden(match: re.Match[str]) -> str:
+        word, separator = match[1], match[2]
+        return f"{word} {OTHER_ORGANIZATION_TEXT}" if separator == " " else f"{word}{separator}{OTHER_ORGANIZATION}"
+
+    return pattern.sub(hidden, text)
 
 
 # --- JSON ------------------------------------------------------------------------------------------

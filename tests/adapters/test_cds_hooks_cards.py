@@ -14,7 +14,15 @@ from hypothesis import strategies as st
 from hub.adapters.cds_hooks import audit_record, consult_event_id
 from hub.adapters.cds_hooks_model import discovery, parse_request
 from hub.consent import labels as lbl
-from hub.consent.cds_cards import CardDecision, ConsultRequest, card, consult
+from hub.consent.cds_cards import (
+    HIDDEN_REASON,
+    CardDecision,
+    ConsultAnswer,
+    ConsultRequest,
+    card,
+    consult,
+    shown_to_caller,
+)
 from hub.consent.engine import PART2_NOTICE
 from hub.consent.model import CONSENT_SCOPE_SYSTEM, OPTOUT, ConsentStatus
 from hub.control.audit import validate_record
@@ -326,3 +334,141 @@ def test_the_part2_obligation_is_the_ds4p_refrain_policy_on_redisclosure() -> No
     [_, nordsclcd] = answer_card([part2_consent()])["extension"]["obligations"]
     assert {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "NORDSCLCD"} == nordsclcd["id"]
     assert {"system": ACT, "code": "42CFRPart2"} in nordsclcd["parameters"]["codes"]
+
+
+# --- what the caller is shown: no id of a Consent it may not read (ADR 0007 decision 7) -------------------
+
+OWN = "8d0f3c52-0d6b-4c1e-9a41-3f1a7e2b9c01"
+OTHERS = "2b7e4a18-6f3d-4d0a-8c55-91e0b6a4d7f2"
+
+
+def shown(consents: list[Any], hidden: frozenset[str], request: ConsultRequest | None = None) -> dict[str, Any]:
+    answer = consult(request or ask(), consents, patients=(PATIENT,), recipient_ids=CBO_A, at=AT_TS)
+    return card(shown_to_caller(answer, hidden), source_label="CareHub", source_url="http://hub/cds-services",
+                consent_base="http://hub/fhir/")
+
+
+def without_consent_parameters(obligations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**o, "parameters": {k: v for k, v in o["parameters"].items() if k != "consent"}} for o in obligations]
+
+
+def test_the_operator_and_the_recording_partner_see_the_deciding_consents_id() -> None:
+    """Nothing hidden (the operator; a partner that recorded every consent): the card is the full answer's."""
+    answer = consult(ask(), [optout(OWN)], patients=(PATIENT,), recipient_ids=CBO_A, at=AT_TS)
+    assert answer == shown_to_caller(answer, frozenset())
+    assert answer == shown_to_caller(answer, frozenset({"some-other-consent"}))
+    extension = shown([optout(OWN)], frozenset())["extension"]
+    assert (f"http://hub/fhir/Consent/{OWN}", f"consent:{OWN}:policyRule") == (extension["basedOn"], extension["rule"])
+    assert OWN in extension["reason"]
+
+
+def test_a_partner_that_may_not_read_the_deciding_consent_gets_the_same_decision_without_its_id() -> None:
+    full = shown([optout(OTHERS)], frozenset())
+    hidden = shown([optout(OTHERS)], frozenset({OTHERS}))
+    assert OTHERS not in orjson.dumps(hidden).decode()
+    assert "basedOn" not in hidden["extension"]
+    assert {k: v for k, v in full.items() if k != "extension"} == {k: v for k, v in hidden.items() if k != "extension"}
+    assert (full["extension"]["decision"], full["extension"]["obligations"]) == (
+        hidden["extension"]["decision"], hidden["extension"]["obligations"])
+    assert "consent:(another-organization):policyRule" == hidden["extension"]["rule"]
+    assert ("the patient's most recent applicable consent recorded by another organization (opt-out) denies by its "
+            "base rule") == hidden["extension"]["reason"]
+
+
+def test_a_hidden_part2_consent_keeps_its_obligations_codes_and_notice_but_not_its_reference() -> None:
+    """The released-Part 2 case: CONSENT_PERMIT with REDACT exceptAnyOfCodes and NORDSCLCD; the rule named in
+    the reason (``(consent:<id>:...)``) is hidden too."""
+    full = shown([part2_consent(OTHERS)], frozenset())["extension"]
+    hidden = shown([part2_consent(OTHERS)], frozenset({OTHERS}))["extension"]
+    assert OTHERS not in orjson.dumps(hidden).decode()
+    assert ("CONSENT_PERMIT", "consent:(another-organization):provision.provision[0]") == (
+        hidden["decision"], hidden["rule"])
+    redact, notice = hidden["obligations"]
+    assert full["obligations"][0] == redact
+    assert {"codes": PART2_CODES, "notice": PART2_NOTICE} == notice["parameters"]
+    assert without_consent_parameters(full["obligations"]) == hidden["obligations"]
+
+
+def test_a_partner_sees_its_own_consents_id_and_not_anothers_in_the_same_card() -> None:
+    """Its own opt-in decides (named); another organization's Part 2 consent adds the notice (not named)."""
+    consents = [optin(OWN, date="2025-06-01"), consent(OTHERS, base=None, date="2024-01-01", root=prov(
+        PERMIT, actor="Organization/cbo-a", label=lbl.SUD, purpose="CAREMGT"))]
+    extension = shown(consents, frozenset({OTHERS}))["extension"]
+    assert OTHERS not in orjson.dumps(extension).decode()
+    assert (f"http://hub/fhir/Consent/{OWN}", f"consent:{OWN}:policyRule") == (extension["basedOn"], extension["rule"])
+    [notice] = extension["obligations"]
+    assert ("NORDSCLCD", None) == (notice["id"]["code"], notice["parameters"].get("consent"))
+    mine = shown([optin(OTHERS, date="2025-06-01"), consent(OWN, base=None, date="2024-01-01", root=prov(
+        PERMIT, actor="Organization/cbo-a", label=lbl.SUD, purpose="CAREMGT"))], frozenset({OTHERS}))["extension"]
+    assert ("basedOn" not in mine, f"Consent/{OWN}") == (True, mine["obligations"][0]["parameters"]["consent"])
+
+
+def test_a_reason_in_a_wording_the_substitution_does_not_know_is_replaced_whole() -> None:
+    """Fail closed: an id the substitution left in the reason (here after "consents") takes the reason away."""
+    answer = ConsultAnswer(CardDecision.DENY, f"consent:{OTHERS}:policyRule",
+                           f"the consents {OTHERS} and {OWN} deny", based_on=f"Consent/{OTHERS}")
+    hidden = shown_to_caller(answer, frozenset({OTHERS}))
+    assert (CardDecision.DENY, "consent:(another-organization):policyRule", HIDDEN_REASON, None) == (
+        hidden.decision, hidden.rule, hidden.reason, hidden.based_on)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("consent c1 (opt-in)", "consent recorded by another organization (opt-in)"),
+        ("x (consent:c1:provision.provision[0]).", "x (consent:(another-organization):provision.provision[0])."),
+        ("ends with consent c1.", "ends with consent recorded by another organization."),
+        ("Consent/c1", "Consent/(another-organization)"),
+        ("consent c10 and consent c1.x are others", "consent c10 and consent c1.x are others"),
+        ("the consents c1 and c2", HIDDEN_REASON),  # a wording not foreseen: the whole reason goes
+        ("provision[c1]", HIDDEN_REASON),
+    ],
+)
+def test_only_whole_hidden_ids_after_the_word_consent_are_replaced(text: str, expected: str) -> None:
+    answer = ConsultAnswer(CardDecision.PERMIT, "policy:x", text)
+    assert expected == shown_to_caller(answer, frozenset({"c1"})).reason
+
+
+_IDS = (OWN, OTHERS, "5c9e1f70-3a2b-4e8d-b6f4-0d7c2a9e8b13")
+_CONSENT_KINDS = st.sampled_from(("optin", "optout", "part2", "deny-label", "deny-actor", "revoked"))
+
+
+@st.composite
+def consent_sets(draw: st.DrawFn) -> list[Any]:
+    made: list[Any] = []
+    for index, cid in enumerate(_IDS[: draw(st.integers(1, len(_IDS)))]):
+        kind = draw(_CONSENT_KINDS)
+        date = f"202{index}-0{draw(st.integers(1, 9))}-01"
+        if kind == "optin":
+            made.append(optin(cid, date=date))
+        elif kind == "optout":
+            made.append(optout(cid, date=date))
+        elif kind == "part2":
+            made.append(part2_consent(cid, date=date))
+        elif kind == "deny-label":
+            made.append(optin(cid, prov(DENY, label=lbl.HIV), date=date))
+        elif kind == "deny-actor":
+            made.append(optin(cid, prov(actor="Organization/cbo-a"), date=date))
+        else:
+            made.append(consent(cid, status=ConsentStatus.INACTIVE, date=date))
+    return made
+
+
+@settings(max_examples=200, deadline=None)
+@given(consents=consent_sets(), hidden=st.frozensets(st.sampled_from(_IDS)),
+       purposes=st.sampled_from((("CAREMGT",), (), ("TREAT", "CAREMGT"))))
+def test_a_shown_card_names_no_hidden_consent_and_decides_as_the_full_one(
+    consents: list[Any], hidden: frozenset[str], purposes: tuple[str, ...]
+) -> None:
+    full = shown(consents, frozenset(), ask(purposes))["extension"]
+    seen = shown(consents, hidden, ask(purposes))["extension"]
+    text = orjson.dumps(seen).decode()
+    assert set() == {cid for cid in hidden if cid in text}
+    assert full["decision"] == seen["decision"]
+    assert without_consent_parameters(full["obligations"]) == without_consent_parameters(seen["obligations"])
+    for obligation in full["obligations"]:
+        named = obligation["parameters"].get("consent")
+        if named and named.removeprefix("Consent/") not in hidden:
+            assert obligation in seen["obligations"]
+    if "basedOn" in full and full["basedOn"].rpartition("/")[2] not in hidden:
+        assert (full["basedOn"], full["rule"], full["reason"]) == (seen["basedOn"], seen["rule"], seen["reason"])

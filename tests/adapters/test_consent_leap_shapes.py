@@ -174,6 +174,10 @@ class StoreConsults:
             if kind == "Consent"
         )
 
+    async def consent_senders(self, consent_ids: Sequence[str]) -> dict[str, frozenset[str]]:
+        stored = self.store.resources
+        return {item: frozenset(v.sender for v in stored.get(("Consent", item), ())) for item in consent_ids}
+
     async def knows(self, partner_id: str, hub_patient_id: str) -> bool:
         return True
 

@@ -44,3 +44,26 @@ async def test_each_relationship_lets_a_partner_consult_and_a_stranger_is_refuse
     known = {p: await store.knows(p, patient) for p in ("general", "pantry", "shelter", "clinic", "other")}
     assert {"general": True, "pantry": True, "shelter": True, "clinic": False, "other": False} == known
     assert not await store.knows("general", "hp-" + "0" * 32)
+
+
+async def test_the_consult_store_names_every_sender_of_each_consents_versions(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Who recorded a Consent (and the operator's later version) comes from the resource store; an id it does
+    not hold, or a resource of another type with that id, has no sender."""
+    async with sessions() as session:
+        await resources.save_versions(session, [
+            NewVersion(resource_type="Consent", resource_id="c-a", sender="general", content="{}", event_id="e-1",
+                       patient_source=MRN),
+            NewVersion(resource_type="Consent", resource_id="c-b", sender="other", content="{}", event_id="e-2",
+                       patient_source=MRN),
+            NewVersion(resource_type="ServiceRequest", resource_id="c-c", sender="general", content="{}",
+                       event_id="e-3", patient_source=MRN),
+        ])
+        await resources.save_versions(session, [NewVersion(
+            resource_type="Consent", resource_id="c-a", sender="operator", content='{"status": "inactive"}',
+            event_id="e-4", patient_source=MRN)])
+    store = SqlConsultStore(sessions)
+    assert {"c-a": frozenset({"general", "operator"}), "c-b": frozenset({"other"}), "c-c": frozenset(),
+            "x" * 65: frozenset()} == await store.consent_senders(["c-a", "c-b", "c-c", "x" * 65])
+    assert {} == await store.consent_senders([])

@@ -113,7 +113,11 @@ async def test_consults_follow_the_consents_posted_through_the_fhir_api(hub_clie
                                           json={"patient": f"urn:oid:1.2.3|{mrn}"})
     assert rostered.status_code in {200, 201}, rostered.text
     denied = decision(await consult(hub_client, request(mrn), token=cbo_token))
-    assert ("CONSENT_DENY", f"consent:{optin['id']}:provision.provision[0]") == (denied["decision"], denied["rule"])
+    # the operator recorded the Consent: the CBO may not read it, so its card does not name it (ADR 0007)
+    assert ("CONSENT_DENY", "consent:(another-organization):provision.provision[0]") == (
+        denied["decision"], denied["rule"])
+    assert optin["id"] not in orjson.dumps(denied).decode()
+    assert "basedOn" not in denied
     # found through the Organization resource's identifier, too
     assert "CONSENT_DENY" == decision(await consult(hub_client, request(mrn, actor=by_identifier)))["decision"]
 
