@@ -14,7 +14,7 @@ partner has). The properties, for every answer:
 3. no answer contains a marker of a resource that was not delivered to the actor, nor any other partner's
    marker when the actor is a CBO (the ``cbo`` profile removes every free-text element), nor the MRN of a
    patient whose data never reached the actor, nor the id of a resource the actor may not know of, unless
-   the actor sent it in the request itself (a CDS consult's card names the deciding Consent: xfail below);
+   the actor sent it in the request itself (a CDS consult's card names only the Consents the actor recorded);
 4. every resource another partner sent that an answer shows is exactly what the actor's topic carried
    (REST and Kafka apply one decision and one redaction), and a CBO's has only what the ``cbo`` profile keeps;
 5. a write the actor may not make changes nothing: nothing new on ``hub.ingress``, the owner reads back
@@ -42,7 +42,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from hub.adapters import fhir_access, fhir_disclosure, fhir_intake
+from hub.adapters import cds_hooks, fhir_access, fhir_disclosure, fhir_intake
 from hub.app import running_hub
 from hub.broker.embedded import EmbeddedBroker
 from hub.errors import NotAuthorized
@@ -462,8 +462,6 @@ async def check_probe(isolation: Isolation, route: str, actor: str, name: str, c
     where = f"{actor} -> {route} {name} {chosen}"
 
     secrets = world.all_secrets()
-    if route == "cds-consult":  # a consult names the deciding Consent, whoever sent it: see the xfail test below
-        secrets -= {r.resource_id for r in world.resources.values() if r.resource_type == "Consent"}
     for given_request, got in ((asked, answer), (twin_asked, twin_answer)):
         assert got.status < 500, (where, got.text)
         leaks = leaked(got, secrets=secrets, allowed=world.allowed_secrets(actor), request_text=given_request.text)
@@ -547,14 +545,9 @@ async def test_the_cbo_that_owns_a_new_referral_task_is_delivered_it(isolation: 
 
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the CDS consult card names the deciding Consent (extension.basedOn, and its id in rule and reason) "
-    "whoever recorded it, while GET /fhir/Consent/<id> answers that partner 404 as for an unused id: the "
-    "card tells a partner that another partner's Consent exists, its id and its policy (cds_hooks.py / "
-    "hub/consent/cds_cards.py card())"
-))
 async def test_a_consult_names_no_consent_the_caller_cannot_read(isolation: Isolation) -> None:
-    """F may consult about A's patient (A's referral reached it) but may not read A's Consent."""
+    """F may consult about A's patient (A's referral reached it) but may not read A's Consent: the card gives
+    the decision A's Consent makes without naming it; A, which recorded it, is shown its id."""
     world = isolation.world
     consent = world.resources["A.consent"]
     asked = request_for(isolation, "cds-consult", "F", isolation.target("A.patient"), Options())
@@ -563,6 +556,15 @@ async def test_a_consult_names_no_consent_the_caller_cannot_read(isolation: Isol
     read = await send(world.client.http, request_for(isolation, "read", "F", isolation.target("A.consent"), Options()))
     assert 404 == read.status, read.text
     assert set() == leaked(answer, secrets={consent.resource_id}, allowed=set())
+    [card] = answer.json()["cards"]
+    assert ("CONSENT_PERMIT", "consent:(another-organization):provision") == (
+        card["extension"]["decision"], card["extension"]["rule"])
+    own = await send(world.client.http, request_for(isolation, "cds-consult", "A", isolation.target("A.patient"),
+                                                    Options()))
+    [own_card] = own.json()["cards"]
+    assert ("CONSENT_PERMIT", f"consent:{consent.resource_id}:provision") == (
+        own_card["extension"]["decision"], own_card["extension"]["rule"])
+    assert own_card["extension"]["basedOn"].endswith(f"/fhir/Consent/{consent.resource_id}")
 
 
 # --- the checks fail on a hub that leaks (each property can fail) ------------------------------------------
@@ -577,6 +579,15 @@ async def test_the_checks_catch_a_hub_that_shows_a_partner_what_was_never_delive
     monkeypatch.setattr(fhir_intake, "read_plan", everything_whole)
     with pytest.raises(AssertionError, match=r"shown .*SECRET-"):
         await check_probe(isolation, "read", "H", "A.ref_F", Options())
+
+
+async def test_the_checks_catch_a_hub_whose_consult_card_names_a_consent_the_caller_cannot_read(
+    isolation: Isolation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cds_hooks, "shown_to_caller", lambda answer, hidden: answer)
+    consent = isolation.world.resources["A.consent"]
+    with pytest.raises(AssertionError, match=rf"shown \['{consent.resource_id}'\]"):
+        await check_probe(isolation, "cds-consult", "F", "A.patient", Options())
 
 
 async def test_the_checks_catch_a_hub_that_skips_the_cbo_redaction_on_a_read(
