@@ -63,6 +63,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any, Final, Literal, Protocol
@@ -80,6 +81,7 @@ from hub.adapters.hl7_adt import (
     map_adt,
     parse_message,
 )
+from hub.adapters.mllp_batching import IngressBatches
 from hub.adapters.mllp_limits import ConnectionLimits, Slot, SlotTable
 from hub.errors import HubError, RetryableError
 from hub.events import CloudEvent, encode, now
@@ -154,12 +156,50 @@ class RecentlyAcknowledged:
             self._ids.popitem(last=False)
 
 
-@dataclass(eq=False)
-class _Turn:
-    """Serialises the handling of one event id; dropped when nobody holds or awaits it."""
+class Turn:
+    """One message's place in its connection's line to the produce stage.
 
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
+    :meth:`AdtIntake.answer` waits for the turn before it submits its record and releases it right
+    after (or as soon as it knows it writes nothing), so the records of one connection reach
+    ``hub.ingress`` in the order their frames came, however long each message's parse, facility lookup
+    and mapping took. Get turns from :class:`WriteOrder`.
+    """
+
+    def __init__(self, previous: asyncio.Future[None] | None) -> None:
+        self._previous = previous
+        self.released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def wait(self) -> None:
+        """Wait until the message before this one submitted its record (or wrote none)."""
+        if self._previous is not None and not self._previous.done():
+            await asyncio.shield(self._previous)  # cancelling this waiter must not release the previous turn
+
+    def release(self) -> None:
+        """Let the next message submit. Idempotent."""
+        if not self.released.done():
+            self.released.set_result(None)
+
+
+class WriteOrder:
+    """Hands out :class:`Turn` s in the order the frames of one connection arrived."""
+
+    def __init__(self) -> None:
+        self._last: asyncio.Future[None] | None = None
+
+    def next(self) -> Turn:
+        """The turn of the frame that just arrived."""
+        turn = Turn(self._last)
+        self._last = turn.released
+        return turn
+
+
+@dataclass(eq=False)
+class _Write:
+    """A record submitted to the produce stage, and how many messages wait for it (a retransmission
+    arriving while its original is in flight waits for the same write instead of writing again)."""
+
+    done: asyncio.Future[None]
+    waiters: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +215,12 @@ class Answer:
 class AdtIntake:
     """One frame in, one acknowledgment out: the MLLP edge without the sockets (unit-testable).
 
-    Messages with the same event id are handled one at a time, so a retransmission racing its
-    original on another connection still produces a single write.
+    Any number of frames may be answered at once (the listener answers the pipelined frames of a
+    connection concurrently and the connections side by side); their records go through one produce
+    stage (:class:`hub.adapters.mllp_batching.IngressBatches`), so concurrent messages share broker
+    round trips (and journal transactions), at most ``max_batch`` records each. A message whose
+    ``ce_id`` is already being written (a retransmission racing its original, on any connection)
+    waits for that write instead of writing again.
     """
 
     ingress: IngressWriter
@@ -185,22 +229,48 @@ class AdtIntake:
     max_message_bytes: int = 1_048_576
     local_timezone: tzinfo | None = None
     validate: bool = False
-    _turns: dict[str, _Turn] = field(default_factory=dict, init=False, repr=False)
+    max_batch: int = 256
+    _batches: IngressBatches = field(init=False, repr=False)
+    _in_flight: dict[str, _Write] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._batches = IngressBatches(self.ingress, max_batch=self.max_batch)
+
+    @property
+    def batches(self) -> int:
+        """How many produce batches were written so far (for tests and benches)."""
+        return self._batches.batches
+
+    @property
+    def queued(self) -> int:
+        """Records waiting for the next produce batch (for tests and benches)."""
+        return self._batches.queued
 
     async def handle(self, frame: bytes) -> bytes:
         """The acknowledgment (ER7 bytes, unframed) of one message; never raises except on cancellation."""
         return (await self.answer(frame)).ack
 
-    async def answer(self, frame: bytes) -> Answer:
-        """:meth:`handle`, also saying which registered hospital the frame came from (if any)."""
+    async def answer(self, frame: bytes, turn: Turn | None = None) -> Answer:
+        """:meth:`handle`, also saying which registered hospital the frame came from (if any).
+
+        With ``turn``, the record is submitted only once the turn came (and the turn is released in
+        every case): see :class:`Turn`.
+        """
         try:
-            return await self._handle(frame)
+            return await self._handle(frame, turn)
         except Exception as exc:  # noqa: BLE001 - a bug must cost one AE, never the connection or the listener
             log.error("mllp.internal_error", error=type(exc).__name__)  # noqa: TRY400 - a traceback may hold PHI
             text = "the hub could not process the message; send it again"
             return Answer(ack(frame, "AE", ErrorDetail(207, None, text)), sender=None)
+        finally:
+            if turn is not None:
+                turn.release()
 
-    async def _handle(self, frame: bytes) -> Answer:
+    async def close(self) -> None:
+        """Wait until the records already submitted were written (or failed)."""
+        await self._batches.close()
+
+    async def _handle(self, frame: bytes, turn: Turn | None) -> Answer:
         try:
             message = parse_message(frame, max_bytes=self.max_message_bytes)
         except Hl7Error as error:
@@ -217,39 +287,50 @@ class AdtIntake:
                 ack_code="AR",
             )
             return Answer(_refused(message, unknown, sender=None), sender=None)
-        ce_id = adt_event_id(sender, message)
-        turn = self._turns.setdefault(ce_id, _Turn())
-        turn.users += 1
-        try:
-            async with turn.lock:
-                return Answer(await self._accept(message, sender, ce_id), sender=sender)
-        finally:
-            turn.users -= 1
-            if turn.users == 0:
-                del self._turns[ce_id]
+        return Answer(await self._accept(message, sender, turn), sender=sender)
 
-    async def _accept(self, message: AdtMessage, sender: str, ce_id: str) -> bytes:
+    async def _accept(self, message: AdtMessage, sender: str, turn: Turn | None) -> bytes:
+        ce_id = adt_event_id(sender, message)
+        try:
+            mapped = map_adt(message, sender=sender, local_timezone=self.local_timezone, validate=self.validate)
+        except Hl7Error as error:
+            return _refused(message, error, sender=sender)
+        envelope = CloudEvent(id=mapped.event_id, source=f"/partners/{sender}", type=mapped.event_type, time=now())
+        value, headers = encode(mapped.event), envelope.to_headers()
+        if turn is not None:
+            await turn.wait()
         try:
             if await self.acknowledged.contains(ce_id):
                 log.info("mllp.retransmission", sender=sender, event_id=ce_id, status="AA")
                 return ack(message, "AA")
         except HubError as exc:
             return _transient(message, exc, sender=sender)
+        write = self._in_flight.get(ce_id)
+        if write is None:
+            write = _Write(self._batches.submit(key=mapped.key, value=value, headers=headers))
+            self._in_flight[ce_id] = write
+        write.waiters += 1
+        if turn is not None:
+            turn.release()
         try:
-            mapped = map_adt(message, sender=sender, local_timezone=self.local_timezone, validate=self.validate)
-        except Hl7Error as error:
-            return _refused(message, error, sender=sender)
-        envelope = CloudEvent(id=mapped.event_id, source=f"/partners/{sender}", type=mapped.event_type, time=now())
-        try:
-            await self.ingress.write(key=mapped.key, value=encode(mapped.event), headers=envelope.to_headers())
-        except HubError as exc:
-            return _transient(message, exc, sender=sender)
-        try:
-            await self.acknowledged.add(ce_id)
-        except HubError:  # stored already; a retransmission keeps its ce_id and is de-duplicated downstream
-            log.warning("mllp.remember_failed", sender=sender, event_id=ce_id)
-        log.info("mllp.accepted", sender=sender, event_id=ce_id, status="AA")
-        return ack(message, "AA")
+            try:
+                await asyncio.shield(write.done)
+            except HubError as exc:
+                return _transient(message, exc, sender=sender)
+            try:
+                await self.acknowledged.add(ce_id)
+            except HubError:  # stored already; a retransmission keeps its ce_id and is de-duplicated downstream
+                log.warning("mllp.remember_failed", sender=sender, event_id=ce_id)
+            log.info("mllp.accepted", sender=sender, event_id=ce_id, status="AA")
+            return ack(message, "AA")
+        finally:
+            write.waiters -= 1
+            if (write.waiters == 0 or _failed(write.done)) and self._in_flight.get(ce_id) is write:
+                del self._in_flight[ce_id]  # remembered as acknowledged, or failed: a resend writes again
+
+
+def _failed(done: asyncio.Future[None]) -> bool:
+    return done.done() and (done.cancelled() or done.exception() is not None)
 
 
 def _refused(message: bytes | AdtMessage, error: Hl7Error, *, sender: str | None) -> bytes:
@@ -327,6 +408,9 @@ class MllpFrameReader(HL7StreamReader):  # type: ignore[misc]  # python-hl7 ship
 class _Connection:
     slot: Slot
     task: asyncio.Task[None] | None = None
+    #: The task reading this connection's frames; cancelled on stop, after which the answers already
+    #: owed are still written.
+    reader: asyncio.Task[None] | None = None
 
 
 @dataclass
@@ -366,7 +450,9 @@ class MllpServer:
         self.server.close()
         self._connections.closing = True
         for connection in list(self._connections.open.values()):
-            if not connection.slot.busy and connection.task is not None:
+            if connection.reader is not None:
+                connection.reader.cancel()  # no more frames; the ACKs owed are still written
+            elif connection.task is not None:
                 connection.task.cancel()
         tasks = [c.task for c in self._connections.open.values() if c.task is not None]
         if tasks:
@@ -374,6 +460,7 @@ class MllpServer:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        await self.intake.close()
         await self.server.wait_closed()
 
     async def __aenter__(self) -> MllpServer:
@@ -478,6 +565,65 @@ class _Timeout(Exception):
         self.phase = phase
 
 
+class _Pipeline:
+    """One connection's frames between arrival and ACK: at most ``limits.max_in_flight`` at once,
+    answered concurrently, their ACKs queued in arrival order."""
+
+    def __init__(self, slot: Slot, window: int) -> None:
+        self.slot = slot
+        self.order = WriteOrder()
+        self.linger = False  #: after the last ACK, read and discard for a moment before closing
+        self._room = asyncio.Semaphore(window)
+        self._answers: asyncio.Queue[asyncio.Future[bytes] | None] = asyncio.Queue()
+        self._settled = asyncio.Event()
+        self._settled.set()
+        #: Set once a frame identified the connection (a reader waiting under the identify deadline wakes).
+        self.identified = asyncio.Event()
+
+    async def admit(self) -> None:
+        """Wait for room for one more frame, and count it as owed an ACK."""
+        await self._room.acquire()
+        self.slot.busy += 1
+        self._settled.clear()
+
+    def answer(self, acknowledgment: asyncio.Future[bytes]) -> None:
+        """Queue the ACK of the frame just admitted (a task still computing it, or a done future)."""
+        self._answers.put_nowait(acknowledgment)
+
+    def answer_now(self, acknowledgment: bytes) -> None:
+        """Queue an ACK known already (a refused block), in its turn."""
+        ready: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        ready.set_result(acknowledgment)
+        self.answer(ready)
+
+    def end(self) -> None:
+        """No more frames will come: the writer stops after the ACKs queued so far."""
+        self._answers.put_nowait(None)
+
+    async def next(self) -> asyncio.Future[bytes] | None:
+        """The next ACK to write, in arrival order (``None``: no more)."""
+        return await self._answers.get()
+
+    def sent(self) -> None:
+        """One ACK left: make room for one more frame."""
+        self.slot.busy -= 1
+        self._room.release()
+        if not self.slot.busy:
+            self._settled.set()
+
+    async def settled(self) -> None:
+        """Wait until no frame is owed an ACK."""
+        await self._settled.wait()
+
+    def abandon(self) -> None:
+        """The connection is going: stop answering the frames still queued (their senders get no ACK)."""
+        while not self._answers.empty():
+            pending = self._answers.get_nowait()
+            if pending is not None:
+                pending.cancel()
+                self.slot.busy -= 1
+
+
 async def _serve(
     intake: AdtIntake,
     connections: _Connections,
@@ -485,70 +631,147 @@ async def _serve(
     frames: MllpFrameReader,
     writer: HL7StreamWriter,
 ) -> None:
-    """One connection: read a frame, answer it, repeat, until the peer leaves, misbehaves or runs
-    out of time."""
+    """One connection: a reader takes frames as they come (a sender may send several before it reads
+    an ACK) and starts answering each at once, up to ``limits.max_in_flight``; this task writes the
+    ACKs strictly in arrival order, each once its own answer is ready, until the peer leaves,
+    misbehaves or runs out of time."""
     slot, limits = connection.slot, connections.table.limits
-    identify_by = asyncio.get_running_loop().time() + limits.identify_timeout
+    pipeline = _Pipeline(slot, limits.max_in_flight)
+    connection.reader = asyncio.create_task(_read(intake, connections, slot, frames, pipeline))
     try:
-        while not connections.closing:
-            try:
-                frame = await _receive(frames, slot, limits, identify_by)
-            except NotAFrame as garbage:
-                detail = ErrorDetail(100, None, "an MLLP frame starts with <VT> (0x0B) and ends with <FS><CR>")
-                await _send(writer, ack(garbage.block, "AR", detail), limits)
-                continue
-            except FrameTooLarge as large:
-                limit = intake.max_message_bytes
-                body = large.head[large.head.find(START_BLOCK) + 1 :]
-                too_large = ack(body, "AR", ErrorDetail(104, None, f"the frame is larger than {limit} bytes"))
-                await _send(writer, too_large, limits)
-                log.warning("mllp.frame_too_large", status="AR")
-                await _linger(frames, writer)
-                break
-            slot.busy += 1
-            try:
-                answer = await intake.answer(frame)
-                if answer.sender is not None:
-                    connections.table.identify(slot)
-                await _send(writer, answer.ack, limits)
-            finally:
-                slot.busy -= 1
-    except asyncio.IncompleteReadError:
-        pass  # the peer closed (maybe mid-frame)
+        while (pending := await pipeline.next()) is not None:
+            await _send(writer, await pending, limits)
+            pipeline.sent()
+        if pipeline.linger:
+            await _linger(frames, writer)
     except _Timeout as timeout:
         log.info("mllp.connection_timeout", phase=timeout.phase, identified=slot.identified, source=slot.source)
     except (ConnectionError, OSError) as exc:
         log.info("mllp.connection_lost", error=type(exc).__name__)
     finally:
+        connection.reader.cancel()
+        pipeline.abandon()
+        with contextlib.suppress(asyncio.CancelledError):
+            await connection.reader
         await _close(writer)
 
 
-async def _receive(frames: MllpFrameReader, slot: Slot, limits: ConnectionLimits, identify_by: float) -> bytes:
+async def _read(
+    intake: AdtIntake, connections: _Connections, slot: Slot, frames: MllpFrameReader, pipeline: _Pipeline
+) -> None:
+    """Read frames and start answering each, until the peer leaves, misbehaves or runs out of time,
+    or the listener stops; then tell the writer that no more frames come."""
+    limits = connections.table.limits
+    identify_by = asyncio.get_running_loop().time() + limits.identify_timeout
+    try:
+        while not connections.closing:
+            try:
+                frame = await _receive(frames, slot, limits, identify_by, pipeline)
+            except NotAFrame as garbage:
+                detail = ErrorDetail(100, None, "an MLLP frame starts with <VT> (0x0B) and ends with <FS><CR>")
+                await pipeline.admit()
+                pipeline.answer_now(ack(garbage.block, "AR", detail))
+                continue
+            except FrameTooLarge as large:
+                limit = intake.max_message_bytes
+                body = large.head[large.head.find(START_BLOCK) + 1 :]
+                await pipeline.admit()
+                pipeline.answer_now(ack(body, "AR", ErrorDetail(104, None, f"the frame is larger than {limit} bytes")))
+                log.warning("mllp.frame_too_large", status="AR")
+                pipeline.linger = True
+                break
+            await pipeline.admit()
+            turn = pipeline.order.next()  # taken now, in arrival order
+            pipeline.answer(asyncio.create_task(_answer(intake, connections.table, frame, turn, pipeline)))
+    except asyncio.IncompleteReadError:
+        pass  # the peer closed (maybe mid-frame); the frames it sent before are still answered
+    except _Timeout as timeout:
+        log.info("mllp.connection_timeout", phase=timeout.phase, identified=slot.identified, source=slot.source)
+    except (ConnectionError, OSError) as exc:
+        log.info("mllp.connection_lost", error=type(exc).__name__)
+    finally:
+        pipeline.end()
+
+
+async def _answer(intake: AdtIntake, table: SlotTable, frame: bytes, turn: Turn, pipeline: _Pipeline) -> bytes:
+    """Answer one frame; a frame from a registered hospital identifies its connection."""
+    answer = await intake.answer(frame, turn)
+    if answer.sender is not None:
+        table.identify(pipeline.slot)
+        pipeline.identified.set()
+    return answer.ack
+
+
+async def _receive(
+    frames: MllpFrameReader, slot: Slot, limits: ConnectionLimits, identify_by: float, pipeline: _Pipeline
+) -> bytes:
     """The next frame, within the connection's time limits (:class:`_Timeout` otherwise).
 
     Waiting for a frame to begin: an unidentified connection until ``identify_by``, an identified
     one for ``limits.idle_timeout``. Once its first byte came, the whole frame within
     ``limits.frame_timeout`` (and still by ``identify_by`` when unidentified), however the bytes
-    trickle in.
+    trickle in. A connection whose frames are still being answered when ``identify_by`` comes may
+    yet be identified by them: it is given until they were answered.
     """
     loop = asyncio.get_running_loop()
-    if slot.identified:
-        begin_by = None if limits.idle_timeout is None else loop.time() + limits.idle_timeout
-    else:
-        begin_by = identify_by
+    idle_from = loop.time()
+
+    def begin_by() -> float | None:
+        if not slot.identified:
+            return identify_by
+        return None if limits.idle_timeout is None else idle_from + limits.idle_timeout
+
+    first = await _by(begin_by, frames.first_byte, slot, pipeline, lambda: "idle" if slot.identified else "identify")
+    frame_by = loop.time() + limits.frame_timeout
+
+    def end_by() -> float:
+        return frame_by if slot.identified else min(frame_by, identify_by)
+
+    def phase() -> Literal["frame", "identify"]:
+        return "frame" if slot.identified or frame_by < identify_by else "identify"
+
+    return await _by(end_by, lambda: frames.read_frame(first), slot, pipeline, phase)
+
+
+async def _by(
+    deadline: Callable[[], float | None],
+    read: Callable[[], Awaitable[bytes]],
+    slot: Slot,
+    pipeline: _Pipeline,
+    phase: Callable[[], Literal["identify", "frame", "idle"]],
+) -> bytes:
+    """``read()`` before ``deadline()``; the deadline is asked again when it passed, because the
+    connection may have been identified meanwhile (``read`` loses nothing when cut off)."""
+    while True:
+        when = deadline()
+        try:
+            async with asyncio.timeout_at(when):
+                if slot.identified or not slot.busy:
+                    return await read()
+                data = await _unless_identified(read, pipeline)
+                if data is not None:
+                    return data
+                continue  # identified meanwhile: its deadline applies from now on
+        except TimeoutError:
+            if not slot.identified and slot.busy:  # a frame being answered may identify the connection yet
+                await pipeline.settled()
+            elif deadline() == when:
+                raise _Timeout(phase()) from None
+
+
+async def _unless_identified(read: Callable[[], Awaitable[bytes]], pipeline: _Pipeline) -> bytes | None:
+    """``read()``, or ``None`` as soon as one of the frames being answered identified the connection."""
+    reading = asyncio.ensure_future(read())
+    identified = asyncio.ensure_future(pipeline.identified.wait())
     try:
-        async with asyncio.timeout_at(begin_by):
-            first = await frames.first_byte()
-    except TimeoutError:
-        raise _Timeout("idle" if slot.identified else "identify") from None
-    end_by = loop.time() + limits.frame_timeout
-    if not slot.identified:
-        end_by = min(end_by, identify_by)
-    try:
-        async with asyncio.timeout_at(end_by):
-            return await frames.read_frame(first)
-    except TimeoutError:
-        raise _Timeout("frame" if slot.identified or end_by < identify_by else "identify") from None
+        await asyncio.wait((reading, identified), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        identified.cancel()
+        if not reading.done():
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+    return reading.result() if not reading.cancelled() else None
 
 
 async def _close(writer: HL7StreamWriter) -> None:

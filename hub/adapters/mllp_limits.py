@@ -39,7 +39,10 @@ class ConnectionLimits:
     * ``frame_timeout``: how long one frame may take to arrive once its first byte came (a half frame,
       or a peer trickling a byte every few seconds, is closed after it); also bounds sending an ACK;
     * ``idle_timeout``: how long an identified connection may stay silent between frames (``None``:
-      as long as it likes; interface engines hold connections open for hours).
+      as long as it likes; interface engines hold connections open for hours);
+    * ``max_in_flight``: how many frames one connection may have sent and not yet been answered
+      (MLLP senders may pipeline): the listener answers up to that many at once and reads no further
+      frame of that connection until an ACK left, so a connection holds at most that many frames.
     """
 
     max_connections: int = 256
@@ -48,6 +51,7 @@ class ConnectionLimits:
     identify_timeout: float = 10.0
     frame_timeout: float = 30.0
     idle_timeout: float | None = None
+    max_in_flight: int = 32
 
     def __post_init__(self) -> None:
         problems = []
@@ -55,6 +59,8 @@ class ConnectionLimits:
             problems.append("the MLLP connection limit must be at least 1")
         if self.max_per_source < 1:
             problems.append("the MLLP per-source connection limit must be at least 1")
+        if self.max_in_flight < 1:
+            problems.append("the MLLP frames in flight per connection must be at least 1")
         if not 0 <= self.reserved < self.max_connections:
             problems.append(
                 "the MLLP reserved connections must be at least 0 and fewer than the connection limit "
