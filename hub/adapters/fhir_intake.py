@@ -231,7 +231,7 @@ class Intake:
         return self._plan_write(
             principal, data, model, resource_id=resource_id, content=content, versions=[],
             event_id_=resource_id, event_body=event_body, status=201, context=context,
-            patient_fallback=await self._task_patient_fallback(principal, model, data, context),
+            patient_fallback=await self._task_patient_fallback(principal, model, data, context), first=True,
         )
 
     async def plan_update(
@@ -292,6 +292,7 @@ class Intake:
         status: int,
         context: BundleContext | None,
         patient_fallback: str | None = None,
+        first: bool = False,
     ) -> Planned:
         resource_type: str = data["resourceType"]
         sender = sender_of(principal)
@@ -307,7 +308,7 @@ class Intake:
                 )
             write = NewVersion(
                 resource_type=resource_type, resource_id=resource_id, sender=sender, content=content,
-                identifiers=identifiers, patient_sources=sources,
+                identifiers=identifiers, patient_sources=sources, first=first,
             )
             return Planned(resource_type, resource_id, status, write=write)
         previous = orjson.loads(versions[-1].content) if versions else None
@@ -335,7 +336,7 @@ class Intake:
         )
         write = NewVersion(
             resource_type=resource_type, resource_id=resource_id, sender=sender, content=content,
-            event_id=event_id_, patient_source=facts.patient_source, identifiers=identifiers,
+            event_id=event_id_, patient_source=facts.patient_source, identifiers=identifiers, first=first,
         )
         return Planned(resource_type, resource_id, status, write=write, event=record, facts=facts)
 

@@ -18,6 +18,14 @@ content hash)``, so
   resource queue instead of colliding. Should two writers still pick the same number, the loser
   retries the whole transaction (at most :data:`MAX_SAVE_ATTEMPTS` times).
 
+A create under a fresh server-assigned id (``NewVersion.first``) is stored as version 1 or not at all:
+the creates of one transaction go in as one ``INSERT ... ON CONFLICT DO NOTHING`` (no advisory lock, no
+read), their identifiers as one more statement; one that finds its id taken writes nothing and answers
+with the stored version 1 (a concurrent retry of the same bytes).
+
+:class:`SqlResourceStore` batches concurrent calls (``hub.control.group_commit``): saves share one
+transaction, and :meth:`SqlResourceStore.versions` lookups share one ``SELECT``.
+
 Identifiers are indexed for the current version only (``If-None-Exist: identifier=...`` matches what a
 resource says now). Values longer than the columns are not indexed rather than refused. Patient
 identifiers and references are PHI: they never appear in an error message.
@@ -70,7 +78,9 @@ class StoredVersion:
 @dataclass(frozen=True, slots=True)
 class NewVersion:
     """A version to store. ``identifiers`` are ``(system, value)`` pairs (``""`` for no system);
-    ``patient_sources`` are crosswalk sources that all name this one patient (Patient resources only)."""
+    ``patient_sources`` are crosswalk sources that all name this one patient (Patient resources only).
+    ``first``: a create under a server-assigned id, stored as version 1 or not at all (when any version of
+    the id exists, nothing is written and the stored version 1 is returned)."""
 
     resource_type: str
     resource_id: str
@@ -80,6 +90,7 @@ class NewVersion:
     patient_source: str | None = None
     identifiers: tuple[tuple[str, str], ...] = ()
     patient_sources: tuple[str, ...] = ()
+    first: bool = False
 
     @property
     def content_hash(self) -> str:
@@ -193,6 +204,30 @@ async def versions(session: AsyncSession, resource_type: str, resource_id: str) 
     return [_stored(row) for row in rows]
 
 
+async def versions_of(
+    session: AsyncSession, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], list[StoredVersion]]:
+    """Every stored version of each ``(resource_type, resource_id)`` in ``keys``, oldest first, in one
+    ``SELECT`` per resource type (empty lists for unknown ones)."""
+    found: dict[tuple[str, str], list[StoredVersion]] = {key: [] for key in keys}
+    for resource_type, resource_id in found:
+        _check_key(resource_type, resource_id)
+    by_type: dict[str, list[str]] = {}
+    for resource_type, resource_id in found:
+        by_type.setdefault(resource_type, []).append(resource_id)
+    async with guarded(session, "read_resources"):
+        connection = await session.connection()
+        for resource_type, ids in sorted(by_type.items()):
+            statement = (
+                select(*(_RESOURCES.c[name] for name in _COLUMNS))
+                .where(_RESOURCES.c.resource_type == resource_type, _RESOURCES.c.resource_id.in_(ids))
+                .order_by(_RESOURCES.c.resource_id, _RESOURCES.c.version_id)
+            )
+            for row in (await connection.execute(statement)).all():
+                found[(row.resource_type, row.resource_id)].append(_stored(row))
+    return found
+
+
 async def _current(session: AsyncSession, resource_type: str, resource_id: str) -> Row[Any] | None:
     connection = await session.connection()
     return (await connection.execute(_CURRENT, {"rt": resource_type, "rid": resource_id})).first()
@@ -218,28 +253,25 @@ async def find_by_identifier(
     return [_stored(row) for row in found if row is not None]
 
 
-async def _replace_identifiers(session: AsyncSession, write: NewVersion, *, first_version: bool) -> None:
-    connection = await session.connection()
-    if not first_version:
-        await connection.execute(_DELETE_IDENTIFIERS, {"rt": write.resource_type, "rid": write.resource_id})
+def _identifier_rows(write: NewVersion) -> list[dict[str, str]]:
     pairs = {
         (system, value)
         for system, value in write.identifiers
         if value and len(value) <= IDENTIFIER_MAX and len(system) <= IDENTIFIER_MAX
     }
-    if pairs:
-        await connection.execute(
-            insert(_IDENTIFIERS),
-            [
-                {
-                    "resource_type": write.resource_type,
-                    "resource_id": write.resource_id,
-                    "id_system": system,
-                    "id_value": value,
-                }
-                for system, value in sorted(pairs)
-            ],
-        )
+    return [
+        {"resource_type": write.resource_type, "resource_id": write.resource_id, "id_system": system, "id_value": value}
+        for system, value in sorted(pairs)
+    ]
+
+
+async def _replace_identifiers(session: AsyncSession, write: NewVersion, *, first_version: bool) -> None:
+    connection = await session.connection()
+    if not first_version:
+        await connection.execute(_DELETE_IDENTIFIERS, {"rt": write.resource_type, "rid": write.resource_id})
+    rows = _identifier_rows(write)
+    if rows:
+        await connection.execute(insert(_IDENTIFIERS), rows)
 
 
 def _usable_sources(sources: Sequence[str]) -> list[str]:
@@ -324,16 +356,61 @@ def _lock_key(resource_type: str, resource_id: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def _row(write: NewVersion, version_id: int, now: datetime) -> dict[str, Any]:
+    return {
+        "resource_type": write.resource_type,
+        "resource_id": write.resource_id,
+        "version_id": version_id,
+        "last_updated": now,
+        "sender": write.sender,
+        "content": write.content,
+        "content_hash": write.content_hash,
+        "event_id": write.event_id,
+        "patient_source": write.patient_source,
+    }
+
+
+async def _save_firsts(session: AsyncSession, writes: Sequence[NewVersion], now: datetime) -> list[Saved]:
+    """Store each create as version 1 unless its id is taken, in two statements; results in order."""
+    dialect = session.get_bind().dialect.name
+    statement = insert_ignoring_conflicts(
+        dialect, _RESOURCES, [_row(write, 1, now) for write in writes], ["resource_type", "resource_id", "version_id"]
+    ).returning(_RESOURCES.c.resource_type, _RESOURCES.c.resource_id)
+    connection = await session.connection()
+    inserted = {(row.resource_type, row.resource_id) for row in (await connection.execute(statement)).all()}
+    saved: list[Saved] = []
+    identifiers: list[dict[str, str]] = []
+    for write in writes:
+        key = (write.resource_type, write.resource_id)
+        if key in inserted:
+            inserted.discard(key)  # the same id twice in one batch: the first one wrote it
+            saved.append(Saved(version=_written(write, 1, now), written=True))
+            identifiers.extend(_identifier_rows(write))
+            continue
+        stored = await versions(session, write.resource_type, write.resource_id)
+        if not stored:  # pragma: no cover - the row that took the id cannot vanish in-transaction
+            raise StoreUnavailable("a stored resource disappeared during save_resources; retry")
+        saved.append(Saved(version=stored[0], written=False))
+    if identifiers:
+        await connection.execute(insert(_IDENTIFIERS), identifiers)
+    return saved
+
+
 async def _save_once(session: AsyncSession, writes: Sequence[NewVersion]) -> list[Saved]:
     moment = utc_now()
     now = moment.replace(microsecond=moment.microsecond // 1000 * 1000)  # FHIR instants in milliseconds
     saved: list[Saved] = []
     async with guarded(session, "save_resources"):
+        firsts = [write for write in writes if write.first]
         if session.get_bind().dialect.name == "postgresql":
-            for key in sorted({_lock_key(w.resource_type, w.resource_id) for w in writes}):
+            for key in sorted({_lock_key(w.resource_type, w.resource_id) for w in writes if not w.first}):
                 await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        first_saved = iter(await _save_firsts(session, firsts, now) if firsts else [])
         connection = await session.connection()
         for write in writes:
+            if write.first:
+                saved.append(next(first_saved))
+                continue
             params = {
                 "rt": write.resource_type,
                 "rid": write.resource_id,
@@ -489,6 +566,9 @@ class SqlResourceStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, max_batch: int = 500) -> None:
         self._sessions = sessions
         self._saves: GroupCommitter[NewVersion, Saved] = GroupCommitter(self._save_batch, max_batch=max_batch)
+        self._lookups: GroupCommitter[tuple[str, str], list[StoredVersion]] = GroupCommitter(
+            self._versions_batch, max_batch=max_batch
+        )
 
     @property
     def save_transactions(self) -> int:
@@ -499,10 +579,21 @@ class SqlResourceStore:
         async with self._sessions() as session:
             return await save_versions(session, writes)
 
-    async def versions(self, resource_type: str, resource_id: str) -> list[StoredVersion]:
-        """Every version of the resource, oldest first."""
+    @property
+    def version_lookups(self) -> int:
+        """How many ``SELECT`` batches :meth:`versions` ran (concurrent lookups share one)."""
+        return self._lookups.batches
+
+    async def _versions_batch(self, keys: Sequence[tuple[str, str]]) -> list[list[StoredVersion]]:
         async with self._sessions() as session:
-            return await versions(session, resource_type, resource_id)
+            found = await versions_of(session, keys)
+        return [list(found[key]) for key in keys]
+
+    async def versions(self, resource_type: str, resource_id: str) -> list[StoredVersion]:
+        """Every version of the resource, oldest first; lookups that arrive together share one ``SELECT``."""
+        _check_key(resource_type, resource_id)  # a bad key fails its own caller, not a batch
+        [found] = await self._lookups.submit([(resource_type, resource_id)])
+        return found
 
     async def find_by_identifier(self, resource_type: str, system: str | None, value: str) -> list[StoredVersion]:
         """Current versions whose identifiers match ``system|value``."""

@@ -64,6 +64,9 @@ class FakeResourceStore:
         for write in writes:
             key = (write.resource_type, write.resource_id)
             versions = staged.setdefault(key, [])
+            if versions and write.first:  # a create whose id is taken writes nothing
+                results.append(Saved(version=versions[0], written=False))
+                continue
             if versions and versions[-1].content_hash == write.content_hash:
                 results.append(Saved(version=versions[-1], written=False))
                 continue

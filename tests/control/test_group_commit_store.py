@@ -93,3 +93,30 @@ async def test_concurrent_creates_are_each_stored_and_published_exactly_once(
     reads = await asyncio.gather(*(client.get(f"/fhir/ServiceRequest/{i}", headers=auth()) for i in ids))
     assert [200] * CONCURRENT == [r.status_code for r in reads]
     assert store.save_transactions < CONCURRENT
+
+
+async def test_concurrent_version_lookups_share_one_select_and_each_gets_its_own(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    store = SqlResourceStore(sessions)
+    await store.save([task("known")])
+    keys = ["known", *(f"unknown-{n}" for n in range(CONCURRENT))]
+    found = await asyncio.gather(*(store.versions("Task", key) for key in keys))
+    assert [["known"]] + [[]] * CONCURRENT == [[v.resource_id for v in versions] for versions in found]
+    assert store.version_lookups < len(keys)
+
+
+async def test_a_create_whose_id_is_taken_writes_nothing_and_answers_the_stored_version_1(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    store = SqlResourceStore(sessions)
+    first = NewVersion(resource_type="Task", resource_id="c1", sender="hosp-a", content='{"v":1}', first=True,
+                       identifiers=(("urn:x", "1"),))
+    other = NewVersion(resource_type="Task", resource_id="c1", sender="hosp-a", content='{"v":2}', first=True)
+    saved = await store.save([first, other, task("plain")])  # the second create of c1 finds it taken
+    assert [(1, True), (1, False), (1, True)] == [(s.version.version_id, s.written) for s in saved]
+    assert '{"v":1}' == saved[1].version.content
+    again = await store.save([other])
+    assert [(1, False, '{"v":1}')] == [(s.version.version_id, s.written, s.version.content) for s in again]
+    assert ["c1"] == [v.resource_id for v in await store.find_by_identifier("Task", "urn:x", "1")]
+    assert 1 == len(await store.versions("Task", "c1"))
