@@ -50,7 +50,7 @@ from hub.control.resources import SqlResourceStore
 from hub.control.secrets import hub_secret
 from hub.errors import ConfigurationError
 from hub.pipeline.normalize import EdgeNormalizer
-from hub.pipeline.publisher import AioKafkaRecordPublisher, EdgePublisher
+from hub.pipeline.publisher import AioKafkaRecordPublisher, EdgePublisher, GroupPublisher
 from hub.pipeline.route import engine_decider
 from hub.pipeline.stores import (
     SqlAuditLog,
@@ -176,7 +176,7 @@ def build_http_app(
     app.include_router(
         build_fhir_router(
             authenticator=authenticator,
-            ingress=publisher,
+            ingress=GroupPublisher(publisher),  # concurrent creates share broker round trips (issue 13)
             store=SqlResourceStore(sessions),
             max_body_bytes=settings.max_body_bytes,
             events=EdgeNormalizer(patients=SqlPatientIndex(sessions), publisher=publisher),

@@ -5,6 +5,8 @@ previous batch finished (at most ``max_batch`` items), so under load many reques
 and one commit, and with a single caller nothing waits at all (its batch starts at once). Each caller
 gets exactly its own results. When a batch of several callers fails, each caller's items run again on
 their own: a failure (a bad write, a conflict) reaches only the callers it belongs to, never the others.
+With ``retry_concurrently`` those single runs go at once rather than one after the other (for a batch
+whose failure may be a timeout, such as a broker write: no caller then waits for the others' timeouts).
 """
 
 from __future__ import annotations
@@ -28,15 +30,23 @@ class GroupCommitter(Generic[Item, Result]):
     ``run_batch(items)`` must return one result per item, in order, all or nothing (one transaction).
     """
 
-    def __init__(self, run_batch: BatchFn[Item, Result], *, max_batch: int = 500) -> None:
+    def __init__(
+        self, run_batch: BatchFn[Item, Result], *, max_batch: int = 500, retry_concurrently: bool = False
+    ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._run_batch = run_batch
         self._max_batch = max_batch
+        self._retry_concurrently = retry_concurrently
         self._waiting: list[tuple[Sequence[Item], asyncio.Future[list[Result]]]] = []
         self._running: list[tuple[Sequence[Item], asyncio.Future[list[Result]]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.batches = 0  #: how many batches ran (for tests and benches)
+
+    @property
+    def waiting(self) -> int:
+        """How many callers wait for the next batch (for tests and metrics)."""
+        return len(self._waiting)
 
     async def submit(self, items: Sequence[Item]) -> list[Result]:
         """Run ``items`` (atomically, with whatever else is waiting); return their results in order."""
@@ -83,6 +93,9 @@ class GroupCommitter(Generic[Item, Result]):
             except Exception as exc:  # noqa: BLE001 - handed to the callers, never lost
                 if len(batch) == 1:
                     _fail(batch[0][1], exc)
+                    continue
+                if self._retry_concurrently:
+                    await asyncio.gather(*(self._run_alone(items, future) for items, future in batch))
                     continue
                 for items, future in batch:  # each caller alone: a failure reaches only its own
                     await self._run_alone(items, future)

@@ -5,7 +5,13 @@ to the producer in order (so one partition keeps their order) and returns only a
 acknowledged. The producer uses acks=all. Any failure to get an acknowledgement becomes
 ``BrokerUnavailable`` (retryable): the caller must then assume none of the batch was written.
 
-Both implementations stamp every record for ``hub.ingress`` and ``hub.events`` with the hub's record
+:class:`GroupPublisher` puts the records of concurrent callers into one ``publish_many`` of the publisher
+it wraps (group commit, ``hub.control.group_commit``): the FHIR edge's concurrent creates then cost one
+broker round trip (and, on the embedded default, one journal transaction) per batch, each caller
+returning only once its own records were acknowledged. A failed batch is retried caller by caller, at
+once, so a failure reaches only the callers whose records it concerns.
+
+Both Kafka implementations stamp every record for ``hub.ingress`` and ``hub.events`` with the hub's record
 proof (``hub.record_proof``) as they write it, so no edge or stage can write an unproven hub record.
 """
 
@@ -20,6 +26,7 @@ from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 
 from hub.broker.client_security import NO_SECURITY, ClientSecurity
+from hub.control.group_commit import GroupCommitter
 from hub.errors import BrokerUnavailable
 from hub.record_proof import RecordProof
 from hub.topics.registry import INGRESS
@@ -140,3 +147,45 @@ class KafkaRecordPublisher:
     async def write(self, *, key: bytes, value: bytes, headers: dict[str, str]) -> None:
         """``hub.ports.IngressWriter``: write one accepted input to ``hub.ingress``."""
         await self.publish(INGRESS.name, key=key, value=value, headers=headers)
+
+
+class GroupPublisher:
+    """An ``EdgePublisher`` whose concurrent writes share ``publish_many`` calls of ``publisher``.
+
+    Every write waits for its batch (the callers that arrived while the previous batch was being
+    written, at most ``max_batch`` records); it raises what its own records' write raised.
+    """
+
+    def __init__(self, publisher: RecordPublisher, *, max_batch: int = 256) -> None:
+        self._publisher = publisher
+        self._batches: GroupCommitter[Outgoing, None] = GroupCommitter(
+            self._write_batch, max_batch=max_batch, retry_concurrently=True
+        )
+
+    @property
+    def batches(self) -> int:
+        """How many ``publish_many`` calls were made (for tests and benches)."""
+        return self._batches.batches
+
+    @property
+    def waiting(self) -> int:
+        """How many callers wait for the next batch."""
+        return self._batches.waiting
+
+    async def _write_batch(self, records: Sequence[Outgoing]) -> list[None]:
+        await self._publisher.publish_many(records)
+        return [None] * len(records)
+
+    async def publish(self, topic: str, *, key: bytes, value: bytes, headers: dict[str, str]) -> None:
+        await self.publish_many([Outgoing(topic, key, value, headers)])
+
+    async def publish_many(self, records: Sequence[Outgoing]) -> None:
+        await self._batches.submit(records)
+
+    async def write(self, *, key: bytes, value: bytes, headers: dict[str, str]) -> None:
+        """``hub.ports.IngressWriter``: write one accepted input to ``hub.ingress`` with the others waiting."""
+        await self.publish(INGRESS.name, key=key, value=value, headers=headers)
+
+    async def close(self) -> None:
+        """Wait for the batches already handed over."""
+        await self._batches.close()
