@@ -4,10 +4,13 @@ Run as ``python -m bench._mllp_load`` with a JSON job on stdin; answers one JSON
 in its own process so that the client's CPU does not share the hub's event loop (the hub runs inside the
 benchmark process). Standard library only, so it starts quickly and costs little per message.
 
-Each connection sends one frame (``<VT> message <FS><CR>``) and reads its whole acknowledgment before it
-sends the next, as an HL7 interface engine does in original mode. Frames are dealt to the connections
-round robin; every connection first sends its share of the warm-up frames, then all start together
-(a barrier) and the clock runs from that start until the last connection read its last ACK.
+With ``window`` 1 (the default) each connection sends one frame (``<VT> message <FS><CR>``) and reads its
+whole acknowledgment before it sends the next, as most HL7 interface engines do. With ``window`` N > 1 a
+connection keeps up to N frames unacknowledged (pipelining: it sends while fewer than N ACKs are owed and
+reads ACKs as they come, which must arrive in the order of the frames). Frames are dealt to the
+connections round robin; every connection first sends its share of the warm-up frames (one at a time),
+then all start together (a barrier) and the clock runs from that start until the last connection read
+its last ACK. A message's latency runs from its send to its ACK.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import socket
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +35,7 @@ class _Connection:
 
     frames: list[bytes]
     warmup: list[bytes]
+    window: int = 1
     latencies: list[float] = field(default_factory=list)
     codes: Counter[str] = field(default_factory=Counter)
     warm_codes: Counter[str] = field(default_factory=Counter)
@@ -65,6 +69,9 @@ def _serve(connection: _Connection, address: tuple[str, int], start: threading.B
             for frame in connection.warmup:
                 connection.warm_codes[ack_code(exchange(sock, frame))] += 1
             start.wait()
+            if connection.window > 1:
+                _pipelined(sock, connection)
+                return
             latencies, codes = connection.latencies, connection.codes
             clock = time.perf_counter
             for frame in connection.frames:
@@ -77,12 +84,40 @@ def _serve(connection: _Connection, address: tuple[str, int], start: threading.B
         start.abort()
 
 
+def _pipelined(sock: socket.socket, connection: _Connection) -> None:
+    """Send while fewer than ``connection.window`` ACKs are owed; read ACKs as they come (in frame order)."""
+    frames, window = connection.frames, connection.window
+    latencies, codes = connection.latencies, connection.codes
+    clock = time.perf_counter
+    sent_at: deque[float] = deque()
+    buffer = b""
+    sent = received = 0
+    while received < len(frames):
+        if sent < len(frames) and sent - received < window:
+            burst = frames[sent : received + window]
+            sock.sendall(b"".join(burst))
+            now = clock()
+            sent_at.extend([now] * len(burst))
+            sent += len(burst)
+        chunk = sock.recv(65_536)
+        if not chunk:
+            raise ConnectionError("the hub closed the connection before acknowledging")
+        buffer += chunk
+        while (end := buffer.find(END_BLOCK)) >= 0:
+            ack = buffer[buffer.find(START_BLOCK) + 1 : end]
+            buffer = buffer[end + len(END_BLOCK) :]
+            latencies.append(clock() - sent_at.popleft())
+            codes[ack_code(ack)] += 1
+            received += 1
+
+
 def run(job: dict[str, Any]) -> dict[str, Any]:
     """Send ``job["frames"]`` over ``job["connections"]`` connections to ``job["host"]:job["port"]``."""
     count = int(job["connections"])
     frames = [START_BLOCK + str(m).encode("utf-8") + END_BLOCK for m in job["frames"]]
     warmup = [START_BLOCK + str(m).encode("utf-8") + END_BLOCK for m in job["warmup"]]
-    connections = [_Connection(frames=frames[i::count], warmup=warmup[i::count]) for i in range(count)]
+    window = int(job.get("window", 1))
+    connections = [_Connection(frames=frames[i::count], warmup=warmup[i::count], window=window) for i in range(count)]
     start = threading.Barrier(count + 1)
     address = (str(job["host"]), int(job["port"]))
     timeout_s = float(job.get("timeout_s", 60))

@@ -5,8 +5,10 @@
 
 1. **MLLP** - ADT^A01/A03 messages (v2.5.1, ~2 KB, 15 segments, a distinct MSH-10 each, ``PATIENTS``
    distinct patients) sent to the hub's MLLP listener from a separate client process
-   (``bench._mllp_load``: raw sockets, ``<VT> message <FS><CR>``), each ACK read before the next message
-   on that connection; N messages on 1 connection, then N other messages over 8 concurrent connections.
+   (``bench._mllp_load``: raw sockets, ``<VT> message <FS><CR>``): N messages on 1 connection, then N
+   other messages over 8 concurrent connections, each ACK read before the next message on that
+   connection; then the same two runs again with pipelining senders, each connection keeping up to
+   ``--window`` frames unacknowledged (default 16; ACKs must come in frame order).
    Every message must be answered ``AA`` (i.e. its event was acknowledged by the broker on
    ``hub.ingress``). Ceilings, same run:
 
@@ -490,9 +492,10 @@ async def run_load(module: str, job: dict[str, Any], count: int, broker_pid: int
     )
 
 
-def mllp_job(session: HubSession, frames: Sequence[bytes], warmup: Sequence[bytes], connections: int) -> dict[str, Any]:
-    """The job for ``bench._mllp_load``."""
-    return {"host": session.host, "port": session.mllp_port, "connections": connections,
+def mllp_job(session: HubSession, frames: Sequence[bytes], warmup: Sequence[bytes], connections: int, *,
+             window: int = 1) -> dict[str, Any]:
+    """The job for ``bench._mllp_load`` (``window``: frames each connection keeps unacknowledged)."""
+    return {"host": session.host, "port": session.mllp_port, "connections": connections, "window": window,
             "frames": [f.decode() for f in frames], "warmup": [f.decode() for f in warmup]}
 
 
@@ -776,6 +779,7 @@ class Options:
     messages: int
     requests: int
     connections: int
+    window: int
     concurrency: int
     sections: frozenset[str]
     workers: bool
@@ -797,6 +801,8 @@ class Results:
     produce_n: Throughput | None = None
     mllp_1: LoadResult | None = None
     mllp_n: LoadResult | None = None
+    mllp_1_window: LoadResult | None = None
+    mllp_n_window: LoadResult | None = None
     intake_null: Throughput | None = None
     intake_kafka: Throughput | None = None
     sqlite_handoffs: float = math.nan
@@ -824,6 +830,7 @@ async def run(options: Options, console: Console) -> Results:
     adt_1, adt_n = inputs.hl7(n), inputs.hl7(n)
     adt_direct_null, adt_direct_kafka = inputs.hl7(max(n // 2, 10)), inputs.hl7(max(n // 2, 10))
     adt_profiled, adt_profiled_warm = inputs.hl7(n), inputs.hl7(2 * conns)
+    adt_1w, adt_nw = inputs.hl7(n), inputs.hl7(n)
     bodies = {t: inputs.fhir(t, options.requests) for t in FHIR_TYPES}
     fhir_warm = {t: inputs.fhir(t, 2 * options.concurrency) for t in FHIR_TYPES}
     bodies["profiled"] = inputs.fhir("ServiceRequest", options.requests)
@@ -864,6 +871,7 @@ async def run(options: Options, console: Console) -> Results:
                 dlq_before = await end_offset_total(broker.bootstrap, DLQ)
                 await run_hub_sections(session, options, results, broker.pid, console, adt=(
                     adt_warm, adt_1, adt_n, adt_direct_null, adt_direct_kafka, adt_profiled, adt_profiled_warm,
+                    adt_1w, adt_nw,
                 ), bodies=bodies, fhir_warm=fhir_warm)
                 results.dlq_records = await end_offset_total(broker.bootstrap, DLQ) - dlq_before
                 console.log("hub: stopping")
@@ -877,7 +885,7 @@ async def run_hub_sections(session: HubSession, options: Options, results: Resul
                            console: Console, *, adt: tuple[list[bytes], ...], bodies: dict[str, list[bytes]],
                            fhir_warm: dict[str, list[bytes]]) -> None:
     """The hub measurements, each followed by waiting for the pipeline to catch up."""
-    warm, adt_1, adt_n, direct_null, direct_kafka, profiled, profiled_warm = adt
+    warm, adt_1, adt_n, direct_null, direct_kafka, profiled, profiled_warm, adt_1w, adt_nw = adt
     n, conns = options.messages, options.connections
     if "mllp" in options.sections:
         console.log(f"mllp: warm-up ({len(warm)} messages), waiting for the pipeline workers to join")
@@ -891,16 +899,25 @@ async def run_hub_sections(session: HubSession, options: Options, results: Resul
         results.mllp_n = await run_load("bench._mllp_load", mllp_job(session, adt_n, [], conns), n, broker_pid,
                                         expect="AA")
         results.mllp_n.pipeline_drain_s = await wait_pipeline_idle(session)
+        w = options.window
+        console.log(f"mllp: {n} messages on 1 connection, pipelined (window {w})")
+        results.mllp_1_window = await run_load("bench._mllp_load", mllp_job(session, adt_1w, [], 1, window=w), n,
+                                               broker_pid, expect="AA")
+        results.mllp_1_window.pipeline_drain_s = await wait_pipeline_idle(session)
+        console.log(f"mllp: {n} messages on {conns} concurrent connections, pipelined (window {w})")
+        results.mllp_n_window = await run_load("bench._mllp_load", mllp_job(session, adt_nw, [], conns, window=w), n,
+                                               broker_pid, expect="AA")
+        results.mllp_n_window.pipeline_drain_s = await wait_pipeline_idle(session)
         console.log(f"mllp: AdtIntake.handle in-process, {len(direct_null)} messages with a no-op ingress, "
                     f"{len(direct_kafka)} writing to {BENCH_ADT.name}")
         results.intake_null, results.sqlite_handoffs = await intake_in_process(session, direct_null, kafka=False,
                                                                                broker_pid=broker_pid)
         results.intake_kafka, _ = await intake_in_process(session, direct_kafka, kafka=True, broker_pid=broker_pid)
         if options.py_spy or options.cprofile:
-            console.log(f"mllp: profiled run, {n} messages on {conns} connections")
+            console.log(f"mllp: profiled run, {n} messages on {conns} connections, window {options.window}")
             profile = Profile(py_spy=options.py_spy, cprofile=options.cprofile)
-            result = await run_load("bench._mllp_load", mllp_job(session, profiled, profiled_warm, conns), n,
-                                    broker_pid, expect="AA", profile=profile)
+            job = mllp_job(session, profiled, profiled_warm, conns, window=options.window)
+            result = await run_load("bench._mllp_load", job, n, broker_pid, expect="AA", profile=profile)
             result.pipeline_drain_s = await wait_pipeline_idle(session)
             results.profiled["mllp"] = result
             if options.py_spy:
@@ -964,6 +981,11 @@ def summary(results: Results, options: Options) -> dict[str, Any]:
         "mllp_1conn_vs_parse_map": ratio(_per_s(results.mllp_1), _per_s(results.parse_map)),
         f"mllp_{n}conn_vs_produce_{n}": ratio(_per_s(results.mllp_n), _per_s(results.produce_n)),
         f"mllp_{n}conn_vs_parse_map": ratio(_per_s(results.mllp_n), _per_s(results.parse_map)),
+        "mllp_1conn_window_vs_produce_1": ratio(_per_s(results.mllp_1_window), _per_s(results.produce_1)),
+        f"mllp_{n}conn_window_vs_produce_{n}": ratio(_per_s(results.mllp_n_window), _per_s(results.produce_n)),
+        "mllp_1conn_window_vs_1conn": ratio(_per_s(results.mllp_1_window), _per_s(results.mllp_1)),
+        f"mllp_{n}conn_window_vs_{n}conn": ratio(_per_s(results.mllp_n_window), _per_s(results.mllp_n)),
+        f"mllp_{n}conn_window_vs_parse_map": ratio(_per_s(results.mllp_n_window), _per_s(results.parse_map)),
     }
     for resource_type in FHIR_TYPES:
         name = resource_type.lower()
@@ -974,6 +996,7 @@ def summary(results: Results, options: Options) -> dict[str, Any]:
             _per_s(http), _per_s(results.produce_fhir.get(resource_type)))
     figures: dict[str, Any] = json_safe({
         "config": {"messages": options.messages, "requests": options.requests, "connections": options.connections,
+                   "window": options.window,
                    "concurrency": options.concurrency, "workers": options.workers,
                    "hl7_message_bytes_avg": round(results.hl7_bytes),
                    "adt_event_value_bytes_avg": None if math.isnan(results.adt_value_bytes)
@@ -982,6 +1005,8 @@ def summary(results: Results, options: Options) -> dict[str, Any]:
                    "cpus": os.cpu_count(), "python": platform.python_version()},
         "mllp_1conn": load(results.mllp_1),
         f"mllp_{n}conn": load(results.mllp_n),
+        "mllp_1conn_window": load(results.mllp_1_window),
+        f"mllp_{n}conn_window": load(results.mllp_n_window),
         "produce_1task": thr(results.produce_1),
         f"produce_{n}tasks": thr(results.produce_n),
         "parse_map": thr(results.parse_map),
@@ -1021,6 +1046,11 @@ def table(results: Results, options: Options) -> Table:
         (f"MLLP ADT, {n} connections, msgs/s", results.mllp_n, results.produce_n,
          f"raw aiokafka send_and_wait, {n} tasks, 1 producer"),
         ("", results.mllp_n, results.parse_map, "parse_message + map_adt in-process"),
+        (f"MLLP ADT, 1 connection, window {options.window}, msgs/s", results.mllp_1_window, results.produce_1,
+         "raw aiokafka send_and_wait, 1 at a time, same bytes"),
+        (f"MLLP ADT, {n} connections, window {options.window}, msgs/s", results.mllp_n_window, results.produce_n,
+         f"raw aiokafka send_and_wait, {n} tasks, 1 producer"),
+        ("", results.mllp_n_window, results.parse_map, "parse_message + map_adt in-process"),
     ]
     for resource_type in FHIR_TYPES:
         http = results.http.get(resource_type)
@@ -1046,7 +1076,10 @@ def notes(results: Results, options: Options) -> list[str]:
         lines.append(f"HEADLINE (issue 13): POST /fhir/ServiceRequest at c={options.concurrency}: hub "
                      f"{fmt(_per_s(results.http.get('ServiceRequest')))}/s / bare parse+validate endpoint "
                      f"{fmt(_per_s(results.bare.get('ServiceRequest')))}/s = {headline:.2f} (target >= 0.8)")
+    w = options.window
     for name, result in (("MLLP 1 connection", results.mllp_1), (f"MLLP {n} connections", results.mllp_n),
+                         (f"MLLP 1 connection, window {w}", results.mllp_1_window),
+                         (f"MLLP {n} connections, window {w}", results.mllp_n_window),
                          *((f"POST /fhir/{k}", v) for k, v in results.http.items()),
                          *((f"bare POST /fhir/{k}", v) for k, v in results.bare.items())):
         if result is None:
@@ -1065,7 +1098,8 @@ def notes(results: Results, options: Options) -> list[str]:
             f"{_ms(results.intake_kafka):.3f} ms; raw send_and_wait alone {_ms(results.produce_1):.3f} ms; over MLLP "
             f"from the client process {_ms(results.mllp_1):.3f} ms.")
     for name, profiled in results.profiled.items():
-        what = f"MLLP {n}-connection" if name == "mllp" else f"POST /fhir/ServiceRequest c={options.concurrency}"
+        what = (f"MLLP {n}-connection, window {options.window}," if name == "mllp"
+                else f"POST /fhir/ServiceRequest c={options.concurrency}")
         lines.append(f"profiled {what} run (not a measurement): {fmt(_per_s(profiled))}/s")
         profile = results.profile.get(name)
         if not profile:
@@ -1092,6 +1126,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--messages", type=int, default=1000, help="ADT messages per MLLP run (default 1000)")
     parser.add_argument("--requests", type=int, default=500, help="FHIR creates per resource type (default 500)")
     parser.add_argument("--connections", type=int, default=8, help="concurrent MLLP connections (default 8)")
+    parser.add_argument("--window", type=int, default=16,
+                        help="frames each MLLP connection keeps unacknowledged in the pipelined runs (default 16)")
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent HTTP requests (default 32)")
     parser.add_argument("--sections", default="mllp,http", help="comma-separated subset of mllp,http (default both)")
     parser.add_argument("--no-workers", action="store_true", help="start the hub without its pipeline workers")
@@ -1107,9 +1143,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     sections = frozenset(s.strip() for s in str(args.sections).split(",") if s.strip())
     if not sections or not sections <= SECTIONS:
         parser.error("--sections takes mllp and/or http")
-    if min(args.messages, args.requests, args.connections, args.concurrency) < 1:
+    if min(args.messages, args.requests, args.connections, args.concurrency, args.window) < 1:
         parser.error("counts must be positive")
-    return Options(messages=args.messages, requests=args.requests, connections=args.connections,
+    return Options(messages=args.messages, requests=args.requests, connections=args.connections, window=args.window,
                    concurrency=args.concurrency, sections=sections, workers=not args.no_workers,
                    py_spy=args.py_spy, cprofile=args.cprofile, profile=args.profile)
 
