@@ -4,25 +4,39 @@ Wiring (the composition root)::
 
     server = await start_mllp_server(
         host=settings.mllp_host, port=settings.mllp_port,
-        ingress=publisher,                 # hub.ports.IngressWriter: returns after the broker acked
+        ingress=publisher,                 # hub.ports.IngressWriter (+ publish_many: batched); after the ack
         hospitals=facility_directory,      # HospitalDirectory: MSH-4 -> hospital partner id
         limits=ConnectionLimits(...),      # connections in all / per source IP / reserved; timeouts
     )
     ...
     await server.stop()                    # stop accepting, finish in-flight messages, close peers
 
+A sender may pipeline: write several frames before it reads an ACK. Each connection reads frames as
+they come and answers up to ``limits.max_in_flight`` of them at once (then reads no further until an
+ACK left); their records reach ``hub.ingress`` in the order the frames came (a :class:`Turn` each), and
+the ACKs are written strictly in that order, each once its own record was acknowledged. The records of
+all connections go through one produce stage (:class:`hub.adapters.mllp_batching.IngressBatches`):
+messages that arrive while a batch is in flight share the next ``publish_many`` (one broker round trip,
+and one journal transaction on the embedded default). A sender that waits for each ACK sees no
+difference.
+
 What a peer gets, per MLLP frame (``<VT> message <FS><CR>``), always in the order the frames came:
 
-* ``AA`` only after :meth:`hub.ports.IngressWriter.write` returned, i.e. after the broker
-  acknowledged the event on ``hub.ingress`` (and, on the embedded broker, after the event was journaled
-  in the control-plane database: ``hub.broker.journal``, docs/adr/0012); MSA-2 echoes MSH-10;
+* ``AA`` only after the write of its own record returned (``publish_many`` of its batch, or
+  :meth:`hub.ports.IngressWriter.write`), i.e. after the broker acknowledged the event on
+  ``hub.ingress`` (and, on the embedded broker, after the event was journaled in the control-plane
+  database: ``hub.broker.journal``, docs/adr/0012); MSA-2 echoes MSH-10;
 * ``AR``/``AE`` with an ERR segment naming segment and field for a message the hub refuses (see
   :mod:`hub.adapters.hl7_adt`), and ``AR`` 103 at MSH-4 when MSH-4 names no registered hospital;
 * ``AE`` 207 when the broker (or the facility directory) did not answer: nothing was stored, the
-  sender should send the message again (see :data:`TRANSIENT_FAILURE_ACK`);
+  sender should send the message again (see :data:`TRANSIENT_FAILURE_ACK`). When a produce batch
+  fails, every message in it gets AE 207 and the messages before and after it keep their AA; a
+  pipelining sender that resends an AE'd message after later ones were accepted changes their order
+  on ``hub.ingress``, as with any HL7 resend;
 * a retransmission - same sender, same MSH-10, same segments (MSH-7 may differ) - is answered
   ``AA`` again without a second write: its ``ce_id`` (:func:`hub.adapters.hl7_adt.adt_event_id`) is
-  the same, and :class:`AcknowledgedMessages` remembers the ce_ids already acknowledged. The default
+  the same, and :class:`AcknowledgedMessages` remembers the ce_ids already acknowledged (a resend that
+  arrives while its original is still being written waits for that write). The default
   memory, :class:`RecentlyAcknowledged`, is bounded and in process; after a restart or an eviction a
   retransmission is written again with the *same* ``ce_id``, and the pipeline's ce_id-idempotent
   numbering keeps it from reaching a partner twice. A control id reused for a *different* message

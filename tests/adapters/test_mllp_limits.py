@@ -117,6 +117,7 @@ def test_release_frees_the_slot_and_is_idempotent() -> None:
         ({"max_per_source": 0}, "per-source"),
         ({"max_connections": 8, "reserved": 8}, "reserved"),
         ({"reserved": -1}, "reserved"),
+        ({"max_in_flight": 0}, "in flight"),
         ({"identify_timeout": 0}, "identify timeout"),
         ({"frame_timeout": -1}, "frame timeout"),
         ({"idle_timeout": 0}, "idle timeout"),
