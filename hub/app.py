@@ -374,6 +374,7 @@ async def running_hub(
                     identify_timeout=settings.mllp_identify_timeout_s,
                     frame_timeout=settings.mllp_frame_timeout_s,
                     idle_timeout=settings.mllp_idle_timeout_s,
+                    max_in_flight=settings.mllp_max_in_flight,
                 ),
             )
             stack.push_async_callback(mllp.stop)

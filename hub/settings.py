@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     mllp_idle_timeout_s: float | None = Field(
         default=None, gt=0, description="Seconds an identified MLLP connection may stay silent (unset: no limit)."
     )
+    mllp_max_in_flight: int = Field(
+        default=32, ge=1, le=1024,
+        description="Frames one MLLP connection may have sent and not yet been answered (pipelining senders).",
+    )
 
     # Sharing policy (hub.consent.model.Policies): what happens when no patient consent applies, and
     # labels that, like 42 CFR Part 2 data, need a consent naming the recipient.
