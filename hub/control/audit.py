@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Literal, cast
 
@@ -84,17 +84,41 @@ async def record_decisions(session: AsyncSession, records: Sequence[DecisionReco
 
     Idempotent, so a retried pipeline step does not count a disclosure twice. Commits.
     """
-    for record in records:
-        validate_record(record)
     if not records:
         return
-    rows = [asdict(record) for record in records]
     async with guarded(session, "record_decisions"):
-        dialect = session.get_bind().dialect.name
-        statement = insert_ignoring_conflicts_template(dialect, _TABLE, _UNIQUE_KEY)
-        for start in range(0, len(rows), _BATCH):
-            await session.execute(statement, rows[start : start + _BATCH])
+        await insert_decisions(session, records)
         await session.commit()
+
+
+async def insert_decisions(session: AsyncSession, records: Sequence[DecisionRecord]) -> None:
+    """:func:`record_decisions` inside the caller's transaction: validates and inserts, neither commits nor
+    translates driver errors (the caller runs it under ``guarded`` and commits, e.g. together with the
+    delivery numbers of the same batch)."""
+    for record in records:
+        validate_record(record)
+    rows = [_row(record) for record in records]
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    statement = insert_ignoring_conflicts_template(dialect, _TABLE, _UNIQUE_KEY)
+    for start in range(0, len(rows), _BATCH):
+        await session.execute(statement, rows[start : start + _BATCH])
+
+
+def _row(record: DecisionRecord) -> dict[str, object]:
+    # Field by field: dataclasses.asdict deep-copies every value, which the hot path does not need.
+    return {
+        "event_id": record.event_id,
+        "hub_patient_id": record.hub_patient_id,
+        "recipient_id": record.recipient_id,
+        "verdict": record.verdict,
+        "rule": record.rule,
+        "reason": record.reason,
+        "purpose": record.purpose,
+        "resource_type": record.resource_type,
+        "decided_at": record.decided_at,
+    }
 
 
 def _record(row: _DecisionColumns) -> DecisionRecord:

@@ -1,12 +1,14 @@
 """Identity crosswalk: every source patient identifier maps to exactly one hub patient id.
 
-Holds :func:`resolve_patient`. It touches only the ``patient_identities`` table through the session it
-is given. Source identifiers are PHI: they never appear in an error message.
+Holds :func:`resolve_patient` and its batch form :func:`resolve_patients`. It touches only the
+``patient_identities`` table through the session it is given.
+Source identifiers are PHI: they never appear in an error message.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection, Sequence
 from typing import Final
 
 from sqlalchemy import select
@@ -52,3 +54,41 @@ async def resolve_patient(session: AsyncSession, source: str) -> str:
     if existing is None:  # the winning row vanished: only a concurrent manual delete can do that
         raise StoreUnavailable("identity crosswalk row disappeared during resolve_patient; retry")
     return existing
+
+
+#: Identifiers per statement of :func:`resolve_patients` (bounds the parameter lists).
+RESOLVE_CHUNK: Final = 500
+
+
+async def resolve_patients(session: AsyncSession, sources: Collection[str]) -> dict[str, str]:
+    """:func:`resolve_patient` for many identifiers in one transaction: one read for all, one insert for
+    the unknown ones (``ON CONFLICT DO NOTHING``, race-safe as above), one read of what was inserted.
+    Commits. Raises ``InvalidInput`` (naming no value) when any identifier is blank or too long."""
+    wanted = sorted(set(sources))  # sorted: concurrent callers insert in one order (no deadlock)
+    for source in wanted:
+        require_text("source", source, SOURCE_MAX)
+    found: dict[str, str] = {}
+    if not wanted:
+        return found
+    async with guarded(session, "resolve_patients"):
+        for start in range(0, len(wanted), RESOLVE_CHUNK):
+            chunk = wanted[start : start + RESOLVE_CHUNK]
+            found.update(await _lookup_many(session, chunk))
+            missing = [source for source in chunk if source not in found]
+            if missing:
+                now = utc_now()
+                rows = [{"source": s, "hub_patient_id": new_hub_patient_id(), "created_at": now} for s in missing]
+                dialect = session.get_bind().dialect.name
+                await session.execute(insert_ignoring_conflicts(dialect, PatientIdentityRow, rows, ["source"]))
+                found.update(await _lookup_many(session, missing))
+        await session.commit()
+    if len(found) != len(wanted):  # a winning row vanished: only a concurrent manual delete can do that
+        raise StoreUnavailable("identity crosswalk rows disappeared during resolve_patients; retry")
+    return found
+
+
+async def _lookup_many(session: AsyncSession, sources: Sequence[str]) -> dict[str, str]:
+    statement = select(PatientIdentityRow.source, PatientIdentityRow.hub_patient_id).where(
+        PatientIdentityRow.source.in_(sources)
+    )
+    return {row[0]: row[1] for row in await session.execute(statement)}

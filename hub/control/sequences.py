@@ -106,40 +106,49 @@ async def assign_sequences(session: AsyncSession, partner_id: str, event_ids: Se
     serialised per partner by the counter row. Events already numbered keep their number; the new ones
     take the next numbers in order. Raises ``PartnerNotFound`` for an unknown partner.
     """
+    async with guarded(session, "assign_sequences"):
+        numbers = await number_events(session, partner_id, event_ids)
+        await session.commit()
+        return numbers
+
+
+async def number_events(session: AsyncSession, partner_id: str, event_ids: Sequence[str]) -> dict[str, int]:
+    """:func:`assign_sequences` inside the caller's transaction: neither commits nor translates driver
+    errors (the caller runs it under ``guarded`` and commits). It holds the partner's counter lock until
+    that commit, so a caller numbering several partners in one transaction must take them in one global
+    order (sorted by partner id) or two such callers can deadlock on PostgreSQL."""
     require_text("partner_id", partner_id, PARTNER_ID_MAX)
     wanted = list(dict.fromkeys(event_ids))
     for event_id in wanted:
         require_text("event_id", event_id, EVENT_ID_MAX)
     if not wanted:
         return {}
-    async with guarded(session, "assign_sequences"):
-        # Take the partner's lock first (a no-op increment), then look at what is already numbered.
+    # Take the partner's lock first (a no-op increment), then look at what is already numbered.
+    if await _bump(session, partner_id, 0) is None:
+        await _ensure_counter(session, partner_id)
         if await _bump(session, partner_id, 0) is None:
-            await _ensure_counter(session, partner_id)
-            if await _bump(session, partner_id, 0) is None:
-                raise PartnerNotFound
-        rows = await session.execute(
-            select(PartnerEventNumberRow.event_id, PartnerEventNumberRow.number).where(
-                PartnerEventNumberRow.partner_id == partner_id, PartnerEventNumberRow.event_id.in_(wanted)
-            )
+            raise PartnerNotFound
+    rows = await session.execute(
+        select(PartnerEventNumberRow.event_id, PartnerEventNumberRow.number).where(
+            PartnerEventNumberRow.partner_id == partner_id, PartnerEventNumberRow.event_id.in_(wanted)
         )
-        numbers: dict[str, int] = {row[0]: row[1] for row in rows}
-        new = [event_id for event_id in wanted if event_id not in numbers]
-        if new:
-            last = await _bump(session, partner_id, len(new))
-            assert last is not None  # the counter row exists: it was locked above
-            now = utc_now()
-            assigned = {event_id: last - len(new) + 1 + i for i, event_id in enumerate(new)}
-            await session.execute(
-                insert(PartnerEventNumberRow),
-                [
-                    {"partner_id": partner_id, "event_id": e, "number": n, "assigned_at": now}
-                    for e, n in assigned.items()
-                ],
-            )
-            numbers.update(assigned)
-        await session.commit()
-        return {event_id: numbers[event_id] for event_id in wanted}
+    )
+    numbers: dict[str, int] = {row[0]: row[1] for row in rows}
+    new = [event_id for event_id in wanted if event_id not in numbers]
+    if new:
+        last = await _bump(session, partner_id, len(new))
+        assert last is not None  # the counter row exists: it was locked above
+        now = utc_now()
+        assigned = {event_id: last - len(new) + 1 + i for i, event_id in enumerate(new)}
+        await session.execute(
+            insert(PartnerEventNumberRow),
+            [
+                {"partner_id": partner_id, "event_id": e, "number": n, "assigned_at": now}
+                for e, n in assigned.items()
+            ],
+        )
+        numbers.update(assigned)
+    return {event_id: numbers[event_id] for event_id in wanted}
 
 
 async def _bump(session: AsyncSession, partner_id: str, by: int) -> int | None:

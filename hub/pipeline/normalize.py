@@ -16,7 +16,7 @@ from typing import Any
 from hub import events
 from hub.errors import InvalidInput, RetryableError
 from hub.events import CloudEvent, HubEvent
-from hub.pipeline.ports import PatientIndex
+from hub.pipeline.ports import BatchPatientIndex, PatientIndex
 from hub.pipeline.publisher import Outgoing, RecordPublisher
 from hub.pipeline.stage import dead_letter
 from hub.record_proof import RecordProof
@@ -48,18 +48,36 @@ async def normalize(
     """Process a batch of ``hub.ingress`` records; returns once every output was acknowledged.
 
     A record without a valid proof goes to ``hub.dlq`` (original bytes, the reason in ``hub_dlq_reason``).
+    The batch's patients are resolved together (one transaction for the unknown ones) when ``patients``
+    is a :class:`BatchPatientIndex`; the outputs keep the input order and are written as one batch.
     """
-    outgoing: list[Outgoing] = []
+    parsed: list[tuple[Any, tuple[CloudEvent, HubEvent, str] | Outgoing]] = []
     for record in records:
         try:
             proof.verify_record(record)
-            ce, event, source = parse(record)
-            hub_patient_id = await patients.resolve(source)
-        except RetryableError:
-            raise
+            parsed.append((record, parse(record)))
         except Exception as exc:  # noqa: BLE001 - a bad record is dead-lettered, never fatal
-            outgoing.append(dead_letter(record, stage=STAGE, exc=exc))
+            parsed.append((record, dead_letter(record, stage=STAGE, exc=exc)))
+    resolved: dict[str, str] = {}
+    if isinstance(patients, BatchPatientIndex):
+        # A failure here that is not retryable escapes: run_batch then retries record by record, so only
+        # the record whose identifier the crosswalk refuses is dead-lettered.
+        resolved = await patients.resolve_many({p[2] for _, p in parsed if not isinstance(p, Outgoing)})
+    outgoing: list[Outgoing] = []
+    for record, item in parsed:
+        if isinstance(item, Outgoing):
+            outgoing.append(item)
             continue
+        ce, event, source = item
+        hub_patient_id = resolved.get(source)
+        if hub_patient_id is None:
+            try:
+                hub_patient_id = await patients.resolve(source)
+            except RetryableError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bad record is dead-lettered, never fatal
+                outgoing.append(dead_letter(record, stage=STAGE, exc=exc))
+                continue
         key, value, headers = events.keyed_by_patient(ce, event, hub_patient_id)
         outgoing.append(Outgoing(EVENTS.name, key, value, headers))
     await publisher.publish_many(outgoing)

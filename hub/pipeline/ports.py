@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from hub.consent.decision import Recipient
 from hub.consent.model import Consent
@@ -15,6 +15,16 @@ class PatientIndex(Protocol):
 
     async def resolve(self, source: str) -> str:
         """Return the hub patient id for ``source``."""
+        ...
+
+
+@runtime_checkable
+class BatchPatientIndex(PatientIndex, Protocol):
+    """A PatientIndex that resolves a batch's identifiers together (its misses in one transaction); the
+    normalize stage uses it when its index is one."""
+
+    async def resolve_many(self, sources: Collection[str]) -> dict[str, str]:
+        """The hub patient id of every given source (created on first sight)."""
         ...
 
 
@@ -32,6 +42,20 @@ class AuditLog(Protocol):
 
     async def record(self, records: Sequence[DecisionRecord]) -> None:
         """Store the decisions (idempotent for a retried event)."""
+        ...
+
+
+@runtime_checkable
+class DecisionLedger(AuditLog, Protocol):
+    """An AuditLog that also numbers the deliveries, in the same transaction as the decisions it records
+    (the route stage then costs one control-plane commit per batch instead of one per receiving partner
+    plus one for the audit). The stage uses it when its audit log is one."""
+
+    async def record_and_number(
+        self, records: Sequence[DecisionRecord], permitted: Mapping[str, Sequence[str]]
+    ) -> dict[str, dict[str, int]]:
+        """Store the decisions and, per partner id in ``permitted``, that partner's numbers for the given
+        event ids (as :meth:`Sequencer.assign_many`); both commit together or neither does."""
         ...
 
 

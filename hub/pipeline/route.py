@@ -21,7 +21,9 @@
   (minimum necessary; the FHIR JSON is parsed only when the profile is not ``full``) and, for 42 CFR
   Part 2 data, the redisclosure notice and the consent's reference as ``hub_part2_*`` headers.
 
-A batch costs one audit transaction and one numbering transaction per receiving partner.
+A batch costs one control-plane transaction for its audit and numbering when the audit log is a
+:class:`DecisionLedger` (the SQL one is): decisions and delivery numbers commit together, before delivery.
+Otherwise one audit transaction and one numbering transaction per receiving partner.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from hub.delivery.partner_view import (
 )
 from hub.errors import InvalidInput
 from hub.events import FHIR_JSON, CloudEvent, HubEvent, RoutingFacts
-from hub.pipeline.ports import AuditLog, ConsentSource, PartnerDirectory, RosterSource, Sequencer
+from hub.pipeline.ports import AuditLog, ConsentSource, DecisionLedger, PartnerDirectory, RosterSource, Sequencer
 from hub.pipeline.publisher import Outgoing, RecordPublisher
 from hub.pipeline.stage import dead_letter
 from hub.record_proof import RecordProof
@@ -183,14 +185,19 @@ async def route(
         in_force = await consents.consents_for(patient) if recipients else ()
         decided = tuple((r, decide(event.facts, r, in_force, ce.time)) for r in recipients)
         routed.append(Routed(ce, event, decided))
-    await audit.record([_audit_record(r.ce, r.event.facts, rec, d) for r in routed for rec, d in r.decisions])
-
+    decided_at = events.now()
+    audited = [_audit_record(r.ce, r.event.facts, rec, d, decided_at) for r in routed for rec, d in r.decisions]
     permitted: dict[str, list[str]] = defaultdict(list)
     for r in routed:
         for recipient, decision in r.decisions:
             if decision.permitted:
                 permitted[recipient.partner_id].append(r.ce.id)
-    numbers = {partner_id: await sequencer.assign_many(partner_id, ids) for partner_id, ids in permitted.items()}
+    # Every decision is stored, and every delivery numbered, before anything is delivered.
+    if isinstance(audit, DecisionLedger):
+        numbers = await audit.record_and_number(audited, permitted)
+    else:
+        await audit.record(audited)
+        numbers = {partner_id: await sequencer.assign_many(partner_id, ids) for partner_id, ids in permitted.items()}
 
     deliveries = dead
     for r in routed:
@@ -209,7 +216,9 @@ async def route(
     return routed
 
 
-def _audit_record(ce: CloudEvent, facts: RoutingFacts, recipient: Recipient, decision: Decision) -> DecisionRecord:
+def _audit_record(
+    ce: CloudEvent, facts: RoutingFacts, recipient: Recipient, decision: Decision, decided_at: datetime
+) -> DecisionRecord:
     return DecisionRecord(
         event_id=ce.id,
         hub_patient_id=facts.hub_patient_id or "",
@@ -219,5 +228,5 @@ def _audit_record(ce: CloudEvent, facts: RoutingFacts, recipient: Recipient, dec
         reason=decision.reason,
         purpose=decision.purpose,
         resource_type=facts.resource_type,
-        decided_at=events.now(),
+        decided_at=decided_at,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
 import orjson
 import structlog
@@ -47,10 +47,32 @@ class SqlPatientIndex:
             return hub_patient_id
         async with self._sessions() as session:
             hub_patient_id = await crosswalk.resolve_patient(session, source)
+        self._remember(source, hub_patient_id)
+        return hub_patient_id
+
+    async def resolve_many(self, sources: Collection[str]) -> dict[str, str]:
+        """Every source's hub patient id: cache hits first, the misses together in one transaction."""
+        found: dict[str, str] = {}
+        missing: list[str] = []
+        for source in sources:
+            hub_patient_id = self._cache.get(source)
+            if hub_patient_id is None:
+                missing.append(source)
+            else:
+                self._cache.move_to_end(source)
+                found[source] = hub_patient_id
+        if missing:
+            async with self._sessions() as session:
+                resolved = await crosswalk.resolve_patients(session, missing)
+            for source, hub_patient_id in resolved.items():
+                self._remember(source, hub_patient_id)
+            found.update(resolved)
+        return found
+
+    def _remember(self, source: str, hub_patient_id: str) -> None:
         self._cache[source] = hub_patient_id
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return hub_patient_id
 
 
 class SqlPartnerDirectory:
@@ -139,7 +161,8 @@ async def organization_aliases(session: AsyncSession, organizations: Sequence[st
 
 
 class SqlAuditLog:
-    """AuditLog on the append-only ``consent_decisions`` table."""
+    """AuditLog on the append-only ``consent_decisions`` table; also a ``DecisionLedger``: a batch's
+    decisions and its delivery numbers (``hub.control.sequences``) commit in one transaction."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
@@ -147,6 +170,21 @@ class SqlAuditLog:
     async def record(self, records: Sequence[DecisionRecord]) -> None:
         async with self._sessions() as session:
             await audit.record_decisions(session, records)
+
+    async def record_and_number(
+        self, records: Sequence[DecisionRecord], permitted: Mapping[str, Sequence[str]]
+    ) -> dict[str, dict[str, int]]:
+        """Insert the decisions, then number each partner's events (partners in sorted order: one lock
+        order for every worker), and commit once. Nothing is stored when any part fails."""
+        numbers: dict[str, dict[str, int]] = {}
+        if not records and not permitted:
+            return numbers
+        async with self._sessions() as session, guarded(session, "record_and_number"):
+            await audit.insert_decisions(session, records)
+            for partner_id in sorted(permitted):
+                numbers[partner_id] = await sequences.number_events(session, partner_id, permitted[partner_id])
+            await session.commit()
+        return numbers
 
 
 class SqlSequencer:
