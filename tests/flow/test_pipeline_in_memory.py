@@ -33,6 +33,11 @@ class Harness:
     received: dict[str, list[tuple[bytes, dict[str, str]]]]
 
 
+async def _undecoded(msg: KafkaMessage) -> bytes:
+    """The sinks' decoder: they read bytes, whatever content type a (dead-lettered) record claims."""
+    return bytes(msg.body)
+
+
 @pytest.fixture
 async def harness(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
     monkeypatch.setattr(stage, "RETRY_PAUSE_S", 0)
@@ -49,7 +54,7 @@ async def harness(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
             async def sink(msg: KafkaMessage) -> None:
                 received[t].append((msg.body, dict(msg.headers)))
             return sink
-        broker.subscriber(topic, group_id=f"sink-{topic}")(make(topic))
+        broker.subscriber(topic, group_id=f"sink-{topic}", decoder=_undecoded)(make(topic))
     async with TestKafkaBroker(broker) as test_broker:
         yield Harness(test_broker, publisher, audit, patients, received)
 
@@ -85,3 +90,15 @@ async def test_a_record_produced_past_the_edge_without_a_proof_is_dead_lettered_
     assert "record proof missing" in headers["hub_dlq_reason"]
     assert ["marker"] == [h["ce_id"] for _, h in harness.received["partner.cbo-a"]]
     assert {"marker"} == {r.event_id for r in harness.audit.records}
+
+
+async def test_a_record_whose_body_contradicts_its_json_content_type_is_dead_lettered_not_redelivered_forever(
+    harness: Harness,
+) -> None:
+    """The stages get the raw records: no framework decoder parses a body (and fails) before a stage can
+    dead-letter it, which under NACK_ON_ERROR would redeliver the batch forever."""
+    await harness.edge.write(key=b"k", value=b"{not json", headers={"ce_id": "bad", "content-type": "application/json"})
+    await harness.edge.write(key=b"k", value=events.encode(hub_event()), headers=cloud_event("good").to_headers())
+    [(body, headers)] = harness.received[DLQ.name]
+    assert (b"{not json", "normalize") == (body, headers["hub_dlq_stage"])
+    assert ["good"] == [h["ce_id"] for _, h in harness.received["partner.cbo-a"]]
