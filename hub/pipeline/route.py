@@ -13,7 +13,8 @@
   have the patient on their roster (and any partner the event names); other events to every CBO and
   any partner they name. Never to the sender. ``Recipient.on_roster`` is set for rostered partners.
   The consents of every patient with a candidate are read together, before the batch is decided
-  (:meth:`ConsentSource.prefetch`); a consent change in the batch reloads its patient's.
+  (:meth:`ConsentSource.prefetch`), those of patients with a candidate whatever the rosters say while the
+  rosters are read; a consent change in the batch reloads its patient's.
 * **decide** (pure): ``hub.consent.engine.decide(facts, recipient, policies, consents, at=<event time>)``
   for every candidate.
 * **audit**: every decision, permit or deny, is recorded before anything is delivered.
@@ -28,8 +29,9 @@ Otherwise one audit transaction and one numbering transaction per receiving part
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
@@ -165,15 +167,7 @@ async def route(
         except Exception as exc:  # noqa: BLE001 - a bad record is dead-lettered, never fatal
             dead.append(dead_letter(record, stage=STAGE, exc=exc))
     partners = await directory.partners(named={p for _, e in parsed for p in e.facts.performers})
-    routable = {e.facts.hub_patient_id or "" for _, e in parsed if not is_consent_change(e.facts)}
-    membership = await rosters.rostered(routable) if rosters is not None and routable else {}
-    candidates_of = [
-        candidates(event.facts, partners, membership.get(event.facts.hub_patient_id or "", frozenset()))
-        for _, event in parsed
-    ]
-    # One read for the consents of every patient the batch may disclose something about.
-    pairs = zip(parsed, candidates_of, strict=True)
-    await consents.prefetch({e.facts.hub_patient_id for (_, e), c in pairs if c and e.facts.hub_patient_id})
+    candidates_of = await _gather(parsed, partners, consents, rosters)
     routed: list[Routed] = []
     for (ce, event), recipients in zip(parsed, candidates_of, strict=True):  # in order: see below
         patient = event.facts.hub_patient_id or ""
@@ -214,6 +208,46 @@ async def route(
                 deliveries.append(Outgoing(partner_topic(recipient.partner_id).name, key, bodies[profile], headers))
     await publisher.publish_many(deliveries)
     return routed
+
+
+async def _gather(
+    parsed: Sequence[tuple[CloudEvent, HubEvent]],
+    partners: Sequence[Recipient],
+    consents: ConsentSource,
+    rosters: RosterSource | None,
+) -> list[list[Recipient]]:
+    """Every event's candidates, with the consents of every patient that has one loaded into ``consents``."""
+    routable = {e.facts.hub_patient_id or "" for _, e in parsed if not is_consent_change(e.facts)}
+    # The consents of every patient the batch may disclose something about, in one read. Roster membership
+    # only adds candidates, so the patients that have one without it are read while the rosters are.
+    without_rosters = _with_candidates(parsed, partners, {})
+    if rosters is not None and routable:
+        membership, _ = await asyncio.gather(rosters.rostered(routable), consents.prefetch(without_rosters))
+    else:
+        membership = {}
+        await consents.prefetch(without_rosters)
+    candidates_of = [
+        candidates(event.facts, partners, membership.get(event.facts.hub_patient_id or "", frozenset()))
+        for _, event in parsed
+    ]
+    pairs = zip(parsed, candidates_of, strict=True)
+    rostered_only = {e.facts.hub_patient_id for (_, e), c in pairs if c and e.facts.hub_patient_id} - without_rosters
+    if rostered_only:
+        await consents.prefetch(rostered_only)
+    return candidates_of
+
+
+def _with_candidates(
+    parsed: Sequence[tuple[CloudEvent, HubEvent]],
+    partners: Sequence[Recipient],
+    membership: Mapping[str, frozenset[str]],
+) -> set[str]:
+    """The hub patient ids of the events that have a candidate recipient under ``membership``."""
+    return {
+        patient for _, event in parsed
+        if (patient := event.facts.hub_patient_id)
+        and candidates(event.facts, partners, membership.get(patient, frozenset()))
+    }
 
 
 def _audit_record(

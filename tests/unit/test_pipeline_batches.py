@@ -5,6 +5,7 @@ numbers are stored in one ledger call before anything is delivered, and its outp
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,11 +16,20 @@ from hub.consent.decision import Recipient
 from hub.consent.model import Policies
 from hub.control.audit import DecisionRecord
 from hub.errors import InvalidInput, StoreUnavailable
+from hub.events import HubEvent, RoutingFacts
 from hub.pipeline import normalize, route, stage
 from hub.pipeline.ports import BatchPatientIndex, DecisionLedger
 from hub.pipeline.publisher import Outgoing
 from hub.topics.registry import DLQ, EVENTS, INGRESS
-from tests.fakes import FakeAuditLog, FakeConsentSource, FakeDirectory, FakePatientIndex, FakePublisher, FakeSequencer
+from tests.fakes import (
+    FakeAuditLog,
+    FakeConsentSource,
+    FakeDirectory,
+    FakePatientIndex,
+    FakePublisher,
+    FakeRosterSource,
+    FakeSequencer,
+)
 from tests.records import TEST_PROOF, cloud_event, hub_event, record_of
 
 CBO_A = Recipient(partner_id="cbo-a", kind="cbo", organization="Organization/cbo-a")
@@ -167,3 +177,41 @@ async def test_a_ledger_outage_delivers_nothing_and_the_retried_batch_keeps_its_
         (h["ce_id"], h["ce_sequence"]) for *_, h in publisher.published
     ]
     assert 2 == len(ledger.records)
+
+
+async def test_consents_are_read_while_the_rosters_are_and_rostered_only_patients_after() -> None:
+    """The patients with a candidate whatever the rosters say are prefetched concurrently with the roster
+    read (the roster read waits until that prefetch started, so a sequential stage would never finish);
+    patients whose only candidate is a roster get a second prefetch; a patient with none gets none."""
+    prefetch_started = asyncio.Event()
+
+    class Consents(FakeConsentSource):
+        async def prefetch(self, hub_patient_ids: Collection[str]) -> None:
+            prefetch_started.set()
+            await super().prefetch(hub_patient_ids)
+
+    class Rosters(FakeRosterSource):
+        async def rostered(self, hub_patient_ids: Collection[str]) -> dict[str, frozenset[str]]:
+            await prefetch_started.wait()
+            return await super().rostered(hub_patient_ids)
+
+    consents, rosters = Consents(), Rosters(rosters={"cbo-b": {"hp-7"}})
+    referral = hub_event(hub_patient_id="hp-1")
+    batch = [record_of(EVENTS.name, e, cloud_event(f"e{i}"), offset=i)
+             for i, e in enumerate([referral, encounter("hp-7"), encounter("hp-8")])]
+    publisher = FakePublisher()
+    await asyncio.wait_for(
+        route.route(batch, decide=decide, directory=FakeDirectory([CBO_A, CBO_B]), consents=consents,
+                    audit=FakeAuditLog(), sequencer=FakeSequencer(), publisher=publisher, proof=TEST_PROOF,
+                    rosters=rosters),
+        timeout=30,  # a liveness guard, not a measurement
+    )
+    assert [frozenset({"hp-1"}), frozenset({"hp-7"})] == consents.prefetched
+    assert [("partner.cbo-a", "e0"), ("partner.cbo-b", "e1")] == [(t, h["ce_id"]) for t, _, _, h in publisher.published]
+
+
+def encounter(hub_patient_id: str) -> HubEvent:
+    """An admit from hosp-a: it goes only to partners that have the patient on their roster."""
+    facts = RoutingFacts(resource_type="Encounter", resource_id="enc-1", sender="hosp-a", patient_source="urn:mrn|7",
+                         hub_patient_id=hub_patient_id, status="in-progress", event_kind="admit")
+    return HubEvent(facts=facts, body='{"resourceType": "Encounter", "id": "enc-1", "status": "in-progress"}')
