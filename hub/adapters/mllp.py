@@ -189,7 +189,14 @@ class Turn:
             await asyncio.shield(self._previous)  # cancelling this waiter must not release the previous turn
 
     def release(self) -> None:
-        """Let the next message submit. Idempotent."""
+        """Let the next message submit, once every message before this one did (a message that writes
+        nothing may finish early, but never lets a later one pass an earlier one still writing). Idempotent."""
+        if self._previous is not None and not self._previous.done():
+            self._previous.add_done_callback(lambda _: self._set_released())
+            return
+        self._set_released()
+
+    def _set_released(self) -> None:
         if not self.released.done():
             self.released.set_result(None)
 

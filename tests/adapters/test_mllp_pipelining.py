@@ -162,6 +162,27 @@ async def test_frames_whose_answers_finish_in_reverse_order_are_written_and_ackn
         await server.stop()
 
 
+async def test_a_refused_frame_between_two_accepted_ones_does_not_let_the_later_one_pass() -> None:
+    """MSG-0's facility lookup is slow, a garbage frame is refused at once, MSG-2 is quick: the garbage
+    frame writes nothing, but MSG-2 must still reach the broker after MSG-0 (an A01 before its A03)."""
+    publisher = RecordingPublisher()
+    hospitals = GatedDirectory()
+    server = await start(publisher, hospitals)
+    try:
+        frames = [frame(message(0, **{"MSH-4": "F0"})), frame(b"garbage"), frame(message(2, **{"MSH-4": "F2"}))]
+        answering = asyncio.create_task(burst(server.port, frames))
+        await until(lambda: {"F0", "F2"} <= set(hospitals.gates))
+        hospitals.gates["F2"].set()  # the later message is ready first
+        for _ in range(20):
+            await asyncio.sleep(0)
+        hospitals.gates["F0"].set()
+        answers = await answering
+        assert ["AA", "AR", "AA"] == [read_ack(a).code for a in answers]
+        assert ["MSG-0", "MSG-2"] == [control_id(r) for r in publisher.written]
+    finally:
+        await server.stop()
+
+
 async def test_no_ack_leaves_before_its_own_record_was_acknowledged() -> None:
     """The first record's batch is held by the broker while four more frames wait behind it. Each ACK,
     when it arrives, finds its own record among those the broker acknowledged; all five are AA."""
