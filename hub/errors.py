@@ -5,6 +5,7 @@
     HubError                      base of everything the hub raises on purpose
     ├── PermanentError            retrying the same input gives the same failure
     │   ├── InvalidInput          bad input: answered precisely (OperationOutcome, NAK) or dead-lettered
+    │   │   └── Conflict          the write conflicts with what is stored (an id already held)
     │   ├── NotAuthorized         no or wrong credential / a partner acting outside its rights
     │   └── ConfigurationError    the operator must change something (port in use, missing binary)
     └── RetryableError            transient: the broker or database is unavailable; try again later
@@ -33,6 +34,13 @@ class InvalidInput(PermanentError):
         super().__init__(message)
         self.expression = expression
         self.code = code
+
+
+class Conflict(InvalidInput):
+    """The write conflicts with what is stored, e.g. a create whose id another resource holds (409 at HTTP)."""
+
+    def __init__(self, message: str, *, expression: str | None = None) -> None:
+        super().__init__(message, expression=expression, code="conflict")
 
 
 class NotAuthorized(PermanentError):

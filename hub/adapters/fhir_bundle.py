@@ -228,12 +228,21 @@ def _specs(entries: Sequence[Any]) -> tuple[list[EntrySpec], list[FhirIssue]]:
 
 
 def _assign_ids(specs: Sequence[EntrySpec], principal: Principal, intake: Intake) -> None:
+    """Server ids of POST entries: keyed on the entry *and* on every entry of the request, so the same
+    Bundle retried gets the same ids while the same entry text in another Bundle (template senders reuse
+    fullUrl uuids whose references resolve to other resources) gets its own."""
+    context = orjson.dumps(
+        [(spec.resource_type, spec.method, spec.url_id, spec.resource) for spec in specs],
+        option=orjson.OPT_SORT_KEYS,
+    )
     for spec in specs:
         if spec.match is not None:
             spec.resource_id = spec.match.version.resource_id
         elif spec.method == "POST" and spec.resource is not None:
             canonical = orjson.dumps(spec.resource, option=orjson.OPT_SORT_KEYS)
-            spec.resource_id = intake.new_id(principal, spec.resource_type, canonical)
+            spec.resource_id = intake.new_id(
+                principal, spec.resource_type, b"%d\x00" % spec.index + context + b"\x00" + canonical
+            )
         else:
             spec.resource_id = spec.url_id or ""
 

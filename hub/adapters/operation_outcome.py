@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from hub.adapters.fhir_validation import FhirIssue, FhirValidationError
-from hub.errors import HubError, InvalidInput, NotAuthorized, RetryableError
+from hub.errors import Conflict, HubError, InvalidInput, NotAuthorized, RetryableError
 from hub.events import FHIR_JSON
 
 FHIR_JSON_MEDIA_TYPE = FHIR_JSON
@@ -89,11 +89,8 @@ class UpdateCreateRefused(InvalidInput):
         super().__init__(message, code="not-supported", expression=expression)
 
 
-class ResourceConflict(InvalidInput):
+class ResourceConflict(Conflict):
     """The request conflicts with the current state of the resource (409)."""
-
-    def __init__(self, message: str, *, expression: str | None = None) -> None:
-        super().__init__(message, code="conflict", expression=expression)
 
 
 class PreconditionFailed(InvalidInput):
@@ -113,7 +110,7 @@ def http_status_for(error: HubError) -> int:
         return 404
     if isinstance(error, UpdateCreateRefused):
         return 405
-    if isinstance(error, ResourceConflict):
+    if isinstance(error, Conflict):
         return 409
     if isinstance(error, PreconditionFailed):
         return 412

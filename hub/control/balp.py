@@ -23,6 +23,7 @@ identifier: the export carries no PHI beyond what the accounting of disclosures 
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC
@@ -104,6 +105,16 @@ class HubIdentity:
         return {"type": "Device", "identifier": {"system": HUB_SYSTEM, "value": self.site}, "display": "CareHub"}
 
 
+
+#: Whitespace FHIR's ``string`` does not allow (it allows space, CR, LF and TAB only), e.g. U+00A0.
+_NON_FHIR_WHITESPACE = re.compile(r"[^\S \r\n\t]")
+
+
+def fhir_string(value: str) -> str:
+    """``value`` as a valid FHIR ``string``: other Unicode whitespace becomes a space (the audit keeps the
+    original; the export must stay valid R4)."""
+    return _NON_FHIR_WHITESPACE.sub(" ", value)
+
 def purpose_display(code: str) -> str:
     """The display name of a purpose-of-use code; the code itself when the table does not know it."""
     return PURPOSES_OF_USE.get(code, code)
@@ -149,7 +160,7 @@ def _event_identifier(event_id: str) -> dict[str, str]:
     try:
         return {"system": URI_SYSTEM, "value": f"urn:uuid:{uuid.UUID(event_id)}"}
     except ValueError:
-        return {"system": EVENT_ID_SYSTEM, "value": event_id}
+        return {"system": EVENT_ID_SYSTEM, "value": fhir_string(event_id)}
 
 
 def _partner_reference(recipient_id: str, partner: Partner | None) -> dict[str, Any]:
@@ -177,7 +188,7 @@ def _data_entity(record: DecisionRecord, resource: str | None) -> dict[str, Any]
         "type": _coding(RESOURCE_TYPES, record.resource_type),
         "role": _coding(OBJECT_ROLE, "4", "Domain Resource"),
         "description": describe_resource(record.resource_type),
-        "detail": [{"type": "rule", "valueString": record.rule}],
+        "detail": [{"type": "rule", "valueString": fhir_string(record.rule)}],
     }
 
 
@@ -215,7 +226,7 @@ def audit_event(
             action="R",
             recorded=_instant(record),
             outcome="0",
-            outcomeDesc=record.reason,
+            outcomeDesc=fhir_string(record.reason),
             purposeOfEvent=purpose,
             agent=[
                 {
@@ -243,7 +254,7 @@ def audit_event(
             action="E",
             recorded=_instant(record),
             outcome="4",
-            outcomeDesc=record.reason,
+            outcomeDesc=fhir_string(record.reason),
             purposeOfEvent=purpose,
             agent=[
                 {

@@ -52,7 +52,7 @@ from hub.control.sqltypes import UTCDateTime, utc_now
 from hub.control.store_errors import guarded
 from hub.control.upsert import insert_ignoring_conflicts
 from hub.control.validation import require_text
-from hub.errors import InvalidInput, StoreUnavailable
+from hub.errors import Conflict, InvalidInput, StoreUnavailable
 
 MAX_SAVE_ATTEMPTS: Final = 5
 IDENTIFIER_MAX: Final = 512
@@ -390,7 +390,15 @@ async def _save_firsts(session: AsyncSession, writes: Sequence[NewVersion], now:
         stored = await versions(session, write.resource_type, write.resource_id)
         if not stored:  # pragma: no cover - the row that took the id cannot vanish in-transaction
             raise StoreUnavailable("a stored resource disappeared during save_resources; retry")
-        saved.append(Saved(version=stored[0], written=False))
+        first = stored[0]
+        if (first.sender, first.content_hash) != (write.sender, write.content_hash):
+            # Never answer a create with another resource's content: only the same create, retried, may
+            # find its id taken.
+            raise Conflict(
+                f"a different {write.resource_type} already holds the id this create maps to",
+                expression=f"{write.resource_type}.id",
+            )
+        saved.append(Saved(version=first, written=False))
     if identifiers:
         await connection.execute(insert(_IDENTIFIERS), identifiers)
     return saved

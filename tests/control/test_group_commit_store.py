@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.adapters.fhir_rest import build_fhir_router, install_fhir_error_handlers
 from hub.control.resources import NewVersion, SqlResourceStore
-from hub.errors import InvalidInput
+from hub.errors import Conflict, InvalidInput
 from tests.adapters.conftest import VALID_SERVICE_REQUEST, auth, make_authenticator
 from tests.adapters.resource_fakes import FakeReadGate
 from tests.control.helpers import fetch_all
@@ -106,17 +106,28 @@ async def test_concurrent_version_lookups_share_one_select_and_each_gets_its_own
     assert store.version_lookups < len(keys)
 
 
-async def test_a_create_whose_id_is_taken_writes_nothing_and_answers_the_stored_version_1(
+async def test_a_create_whose_id_is_taken_writes_nothing_and_answers_the_stored_version_1_only_to_its_retry(
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
+    """The same create again (same sender, same content) finds version 1 and writes nothing; a create of
+    other content (or by another sender) under that id is a conflict, never answered with the stored content."""
     store = SqlResourceStore(sessions)
     first = NewVersion(resource_type="Task", resource_id="c1", sender="hosp-a", content='{"v":1}', first=True,
                        identifiers=(("urn:x", "1"),))
+    retry = NewVersion(resource_type="Task", resource_id="c1", sender="hosp-a", content='{"v":1}', first=True)
     other = NewVersion(resource_type="Task", resource_id="c1", sender="hosp-a", content='{"v":2}', first=True)
-    saved = await store.save([first, other, task("plain")])  # the second create of c1 finds it taken
-    assert [(1, True), (1, False), (1, True)] == [(s.version.version_id, s.written) for s in saved]
-    assert '{"v":1}' == saved[1].version.content
-    again = await store.save([other])
+    foreign = NewVersion(resource_type="Task", resource_id="c1", sender="hosp-b", content='{"v":1}', first=True)
+    saved = await store.save([first, task("plain")])
+    assert [(1, True), (1, True)] == [(s.version.version_id, s.written) for s in saved]
+    again = await store.save([retry])
     assert [(1, False, '{"v":1}')] == [(s.version.version_id, s.written, s.version.content) for s in again]
+    for conflicting in (other, foreign):
+        with pytest.raises(Conflict):
+            await store.save([conflicting])
+    together = await asyncio.gather(store.save([retry]), store.save([other]), store.save([task("more")]),
+                                    return_exceptions=True)
+    assert isinstance(together[1], Conflict)
+    assert not isinstance(together[0], BaseException)
+    assert not isinstance(together[2], BaseException)
     assert ["c1"] == [v.resource_id for v in await store.find_by_identifier("Task", "urn:x", "1")]
     assert 1 == len(await store.versions("Task", "c1"))
