@@ -88,8 +88,10 @@ def build_pipeline_router(
         "fetch_max_wait_ms": fetch_max_wait_ms,
         "session_timeout_ms": session_timeout_ms,
         "heartbeat_interval_ms": max(100, session_timeout_ms // 5),
-        # The stages read the raw records; FastStream's batch decoder would build a message and try to
-        # decode the body of every record first (per-record CPU for nothing).
+        # The handlers take the raw records as their body: FastStream's batch decoder would build a message
+        # and try to decode the body of every record first (per-record CPU for nothing, and a body that
+        # contradicts its content type would fail before a stage could dead-letter it), and a
+        # ``msg: KafkaMessage`` context parameter is resolved in a worker thread (a thread hop per batch).
         "decoder": _raw_records,
     }
 
@@ -106,13 +108,13 @@ def build_pipeline_router(
                        description="Resolve the patient and re-key the event by hub patient id.",
                        group_id=f"{group_id}.normalize",
                        **subscriber_options)  # type: ignore[call-overload, untyped-decorator]
-    async def normalize(msg: KafkaMessage) -> None:
+    async def normalize(records: Any) -> None:  # the decoder's raw records (see _raw_records)
         async def work(records: Sequence[Any]) -> None:
             await normalize_stage.normalize(
                 records, patients=deps.patients, publisher=deps.publisher, proof=deps.proof
             )
 
-        await run_batch(normalize_stage.STAGE, _records(msg), work, deps.publisher)
+        await run_batch(normalize_stage.STAGE, records, work, deps.publisher)
 
     def forget_consents() -> None:
         # Looked up when called: the AsyncAPI document builds this router without deps.
@@ -122,14 +124,14 @@ def build_pipeline_router(
                        description="Decide per recipient, audit every decision, deliver what is permitted.",
                        group_id=f"{group_id}.route", listener=ForgetConsentsOnAssignment(forget_consents),
                        **subscriber_options)  # type: ignore[call-overload, untyped-decorator]
-    async def route(msg: KafkaMessage) -> None:
+    async def route(records: Any) -> None:  # the decoder's raw records (see _raw_records)
         async def work(records: Sequence[Any]) -> None:
             await route_stage.route(
                 records, decide=deps.decide, directory=deps.directory, consents=deps.consents, audit=deps.audit,
                 sequencer=deps.sequencer, publisher=deps.publisher, proof=deps.proof, rosters=deps.rosters,
             )
 
-        await run_batch(route_stage.STAGE, _records(msg), work, deps.publisher)
+        await run_batch(route_stage.STAGE, records, work, deps.publisher)
 
     return router
 

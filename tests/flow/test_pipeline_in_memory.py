@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
+import fast_depends.utils
 import pytest
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -33,9 +35,10 @@ class Harness:
     received: dict[str, list[tuple[bytes, dict[str, str]]]]
 
 
-async def _undecoded(msg: KafkaMessage) -> bytes:
-    """The sinks' decoder: they read bytes, whatever content type a (dead-lettered) record claims."""
-    return bytes(msg.body)
+async def _undecoded(msg: KafkaMessage) -> tuple[bytes, dict[str, str]]:
+    """The sinks' decoder: they read bytes, whatever content type a (dead-lettered) record claims, and take
+    what they read as their body (no context parameter: FastStream resolves those in a worker thread)."""
+    return bytes(msg.body), dict(msg.headers)
 
 
 @pytest.fixture
@@ -51,8 +54,8 @@ async def harness(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
     received: dict[str, list[tuple[bytes, dict[str, str]]]] = {"partner.cbo-a": [], "partner.cbo-b": [], DLQ.name: []}
     for topic in received:
         def make(t: str):  # type: ignore[no-untyped-def]
-            async def sink(msg: KafkaMessage) -> None:
-                received[t].append((msg.body, dict(msg.headers)))
+            async def sink(item: Any) -> None:
+                received[t].append(item)
             return sink
         broker.subscriber(topic, group_id=f"sink-{topic}", decoder=_undecoded)(make(topic))
     async with TestKafkaBroker(broker) as test_broker:
@@ -102,3 +105,17 @@ async def test_a_record_whose_body_contradicts_its_json_content_type_is_dead_let
     [(body, headers)] = harness.received[DLQ.name]
     assert (b"{not json", "normalize") == (body, headers["hub_dlq_stage"])
     assert ["good"] == [h["ce_id"] for _, h in harness.received["partner.cbo-a"]]
+
+
+async def test_the_stages_run_on_the_event_loop_without_a_worker_thread_per_batch(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastStream resolves a handler's context parameters (``msg: KafkaMessage``) in a worker thread; the
+    stage handlers take their records as the body instead, so no batch waits for a thread hop."""
+
+    async def no_threads(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a handler was run through a worker thread")
+
+    monkeypatch.setattr(fast_depends.utils, "run_in_threadpool", no_threads)
+    await harness.edge.write(key=b"k", value=events.encode(hub_event()), headers=cloud_event("e1").to_headers())
+    assert ["e1"] == [h["ce_id"] for _, h in harness.received["partner.cbo-a"]]
