@@ -107,6 +107,11 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+#: Ids no partner may take: ``operator`` is the sender of everything the HIE operator writes
+#: (``hub.adapters.fhir_access.sender_of``), so a partner called that would read it all.
+RESERVED_PARTNER_IDS: Final = frozenset({"operator"})
+
+
 def validate_partner_fields(id: str, kind: str, name: str, organization: str) -> None:  # noqa: A002
     """Raise :class:`hub.errors.InvalidInput` (``expression`` = field name) for the first invalid field."""
     if not isinstance(id, str) or _PARTNER_ID.fullmatch(id) is None:
@@ -115,6 +120,8 @@ def validate_partner_fields(id: str, kind: str, name: str, organization: str) ->
             f"a letter or digit (it names the Kafka topic partner.<id>); got {_shown(id)}",
             expression="id",
         )
+    if id in RESERVED_PARTNER_IDS:
+        raise InvalidInput(f"id {id!r} is reserved (the hub's own records use it); choose another", expression="id")
     if kind not in PARTNER_KINDS:
         raise InvalidInput(f"kind must be 'hospital' or 'cbo'; got {_shown(kind)}", expression="kind")
     require_text("name", name, NAME_MAX)

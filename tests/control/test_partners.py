@@ -170,6 +170,7 @@ async def test_to_public_is_json_ready_and_has_no_credential(session: AsyncSessi
         ("organization", "a|b|c"),
         ("organization", "sys tem|value"),
         ("organization", "http://x.example|" + "v" * 600),
+        ("id", "operator"),  # reserved: the sender of the operator's own writes
     ],
 )
 def test_validate_partner_fields_rejects_the_invalid_field(field: str, value: str) -> None:
