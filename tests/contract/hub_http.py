@@ -5,11 +5,13 @@ in :class:`MemoryPublisher`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -90,3 +92,17 @@ def build_hub_http(url: str, tokens: dict[str, str], **settings: Any) -> HubHttp
         on_partner_created=created,
     )
     return HubHttp(app=app, engine=engine, sessions=sessions, publisher=publisher, tokens=dict(tokens))
+
+
+@contextlib.asynccontextmanager
+async def serving(directory: Path, **settings: Any) -> AsyncIterator[tuple[HubHttp, httpx.AsyncClient]]:
+    """The app on a fresh prepared control plane in ``directory`` and an in-process client on it; the
+    engine is disposed afterwards."""
+    url = database_url(directory)
+    hub_http = build_hub_http(url, await prepare_control_plane(url), **settings)
+    try:
+        transport = httpx.ASGITransport(app=hub_http.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as http:
+            yield hub_http, http
+    finally:
+        await hub_http.engine.dispose()

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from tests.adapters import fhir_samples as samples
-from tests.contract.hub_http import CBO, HOSPITAL, HubHttp, build_hub_http, database_url, prepare_control_plane
+from tests.contract.hub_http import CBO, HOSPITAL, HubHttp, serving
 
 LIMIT = 8 * 1024
 FHIR = "application/fhir+json"
@@ -115,14 +115,8 @@ async def send(hub_http: HubHttp, http: httpx.AsyncClient, row: Row) -> httpx.Re
 
 @pytest.fixture(scope="module")
 async def hub(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[HubHttp, httpx.AsyncClient]]:
-    url = database_url(Path(tmp_path_factory.mktemp("check-order")))
-    hub_http = build_hub_http(url, await prepare_control_plane(url), max_body_bytes=LIMIT)
-    try:
-        transport = httpx.ASGITransport(app=hub_http.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as http:
-            yield hub_http, http
-    finally:
-        await hub_http.engine.dispose()
+    async with serving(Path(tmp_path_factory.mktemp("check-order")), max_body_bytes=LIMIT) as served:
+        yield served
 
 
 @pytest.mark.parametrize("name", list(ROWS))

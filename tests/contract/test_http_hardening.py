@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from hub.adapters.problem_json import MAX_ERRORS, PROBLEM_JSON
-from tests.contract.hub_http import ADMIN_TOKEN, CBO, HubHttp, build_hub_http, database_url, prepare_control_plane
+from tests.contract.hub_http import ADMIN_TOKEN, CBO, HubHttp, serving
 
 LIMIT = 4 * 1024 * 1024  # above the 2 MB field below, far below the 12 MB body
 ADMIN = HubHttp.bearer(ADMIN_TOKEN)
@@ -22,14 +22,8 @@ ROSTER = f"/admin/v1/partners/{CBO}/roster"
 
 @pytest.fixture
 async def hub(tmp_path: Path) -> AsyncIterator[tuple[HubHttp, httpx.AsyncClient]]:
-    url = database_url(tmp_path)
-    hub_http = build_hub_http(url, await prepare_control_plane(url), max_body_bytes=LIMIT)
-    transport = httpx.ASGITransport(app=hub_http.app)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as http:
-            yield hub_http, http
-    finally:
-        await hub_http.engine.dispose()
+    async with serving(tmp_path, max_body_bytes=LIMIT) as served:
+        yield served
 
 
 @pytest.fixture

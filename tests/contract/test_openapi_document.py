@@ -18,7 +18,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.contract.hub_http import CBO, HOSPITAL, HubHttp, build_hub_http, database_url, prepare_control_plane
+from tests.contract.hub_http import CBO, HOSPITAL, HubHttp, serving
 from tests.contract.test_fhir_check_order import LIMIT, ROWS, Row, send
 
 FHIR = "application/fhir+json"
@@ -27,14 +27,8 @@ METHODS = ("get", "put", "post", "delete", "patch")
 
 @pytest.fixture(scope="module")
 async def hub(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[HubHttp, httpx.AsyncClient]]:
-    url = database_url(Path(tmp_path_factory.mktemp("openapi-document")))
-    hub_http = build_hub_http(url, await prepare_control_plane(url), max_body_bytes=LIMIT)
-    try:
-        transport = httpx.ASGITransport(app=hub_http.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as http:
-            yield hub_http, http
-    finally:
-        await hub_http.engine.dispose()
+    async with serving(Path(tmp_path_factory.mktemp("openapi-document")), max_body_bytes=LIMIT) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
